@@ -1,0 +1,274 @@
+"""Coordination between processes: locks, rate limits, counters, a short cache and pub/sub.
+
+`RedisCoordinator` shares all of it between gateways and workers; `LocalCoordinator`
+does the same inside one process for the embedded default (no Redis). Every key
+carries the configured prefix so test runs and deployments do not collide.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any, Protocol
+
+import redis.asyncio as aioredis
+
+
+class LockTimeout(Exception):
+    """The lock could not be taken in time."""
+
+
+class Coordinator(Protocol):
+    """What Sanad needs from Redis, with an in-process twin."""
+
+    prefix: str
+
+    def lock(self, name: str, ttl_s: float = 30.0, wait_s: float = 30.0) -> Any: ...
+    async def acquire_rate(self, key: str, rate_per_s: float, burst: float = 1.0) -> float: ...
+    async def pause(self, key: str, seconds: float) -> None: ...
+    async def paused_for(self, key: str) -> float: ...
+    async def hit(self, key: str, window_s: float) -> int: ...
+    async def reset_hits(self, key: str) -> None: ...
+    async def cache_get(self, key: str) -> str | None: ...
+    async def cache_set(self, key: str, value: str, ttl_s: float) -> None: ...
+    async def cache_delete(self, *keys: str) -> None: ...
+    async def cache_delete_prefix(self, prefix: str) -> int: ...
+    async def publish(self, channel: str, message: dict[str, Any]) -> None: ...
+    def subscribe(self, channel: str) -> Any: ...
+    async def ping(self) -> bool: ...
+    async def close(self) -> None: ...
+
+
+class LocalCoordinator:
+    """Single-process coordination: asyncio locks, in-memory buckets and queues."""
+
+    def __init__(self, prefix: str = "sanad:") -> None:
+        self.prefix = prefix
+        self._locks: dict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self._buckets: dict[str, tuple[float, float]] = {}
+        self._pauses: dict[str, float] = {}
+        self._hits: dict[str, list[float]] = defaultdict(list)
+        self._cache: dict[str, tuple[str, float]] = {}
+        self._subscribers: dict[str, set[asyncio.Queue[dict[str, Any]]]] = defaultdict(set)
+
+    @asynccontextmanager
+    async def lock(self, name: str, ttl_s: float = 30.0, wait_s: float = 30.0) -> AsyncIterator[None]:
+        lk = self._locks[name]
+        try:
+            await asyncio.wait_for(lk.acquire(), timeout=wait_s)
+        except TimeoutError as exc:
+            raise LockTimeout(name) from exc
+        try:
+            yield
+        finally:
+            lk.release()
+
+    async def acquire_rate(self, key: str, rate_per_s: float, burst: float = 1.0) -> float:
+        """Take one token; returns 0 when granted, else the seconds to wait before asking again."""
+        now = time.monotonic()
+        tokens, stamp = self._buckets.get(key, (burst, now))
+        tokens = min(burst, tokens + (now - stamp) * rate_per_s)
+        if tokens >= 1.0:
+            self._buckets[key] = (tokens - 1.0, now)
+            return 0.0
+        self._buckets[key] = (tokens, now)
+        return (1.0 - tokens) / rate_per_s
+
+    async def pause(self, key: str, seconds: float) -> None:
+        self._pauses[key] = max(self._pauses.get(key, 0.0), time.monotonic() + seconds)
+
+    async def paused_for(self, key: str) -> float:
+        return max(0.0, self._pauses.get(key, 0.0) - time.monotonic())
+
+    async def hit(self, key: str, window_s: float) -> int:
+        now = time.monotonic()
+        hits = [t for t in self._hits[key] if t > now - window_s]
+        hits.append(now)
+        self._hits[key] = hits
+        return len(hits)
+
+    async def reset_hits(self, key: str) -> None:
+        self._hits.pop(key, None)
+
+    async def cache_get(self, key: str) -> str | None:
+        item = self._cache.get(key)
+        if item is None:
+            return None
+        value, expires = item
+        if expires < time.monotonic():
+            self._cache.pop(key, None)
+            return None
+        return value
+
+    async def cache_set(self, key: str, value: str, ttl_s: float) -> None:
+        self._cache[key] = (value, time.monotonic() + ttl_s)
+
+    async def cache_delete(self, *keys: str) -> None:
+        for key in keys:
+            self._cache.pop(key, None)
+
+    async def cache_delete_prefix(self, prefix: str) -> int:
+        doomed = [k for k in self._cache if k.startswith(prefix)]
+        for key in doomed:
+            del self._cache[key]
+        return len(doomed)
+
+    async def publish(self, channel: str, message: dict[str, Any]) -> None:
+        for queue in list(self._subscribers[channel]):
+            queue.put_nowait(message)
+
+    @asynccontextmanager
+    async def subscribe(self, channel: str) -> AsyncIterator[asyncio.Queue[dict[str, Any]]]:
+        """Yields a queue that receives every message published on `channel`."""
+        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self._subscribers[channel].add(queue)
+        try:
+            yield queue
+        finally:
+            self._subscribers[channel].discard(queue)
+
+    async def ping(self) -> bool:
+        return True
+
+    async def close(self) -> None:
+        return None
+
+
+# Token bucket kept in one hash; returns the wait in ms (0 = granted).
+_BUCKET_LUA = """
+local key = KEYS[1]
+local rate = tonumber(ARGV[1])
+local burst = tonumber(ARGV[2])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local data = redis.call('HMGET', key, 'tokens', 'stamp')
+local tokens = tonumber(data[1])
+local stamp = tonumber(data[2])
+if tokens == nil then tokens = burst; stamp = now end
+tokens = math.min(burst, tokens + (now - stamp) / 1000000 * rate)
+local wait = 0
+if tokens >= 1 then
+  tokens = tokens - 1
+else
+  wait = math.ceil((1 - tokens) / rate * 1000)
+end
+redis.call('HSET', key, 'tokens', tostring(tokens), 'stamp', tostring(now))
+redis.call('PEXPIRE', key, math.ceil(burst / rate * 1000) + 1000)
+return wait
+"""
+
+_RELEASE_LUA = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+class RedisCoordinator:
+    """Coordination shared by every process through Redis."""
+
+    def __init__(self, url: str, prefix: str = "sanad:") -> None:
+        self.prefix = prefix
+        self.redis: aioredis.Redis = aioredis.from_url(url, decode_responses=True)
+        self._bucket = self.redis.register_script(_BUCKET_LUA)
+        self._release = self.redis.register_script(_RELEASE_LUA)
+
+    def _k(self, key: str) -> str:
+        return self.prefix + key
+
+    @asynccontextmanager
+    async def lock(self, name: str, ttl_s: float = 30.0, wait_s: float = 30.0) -> AsyncIterator[None]:
+        key = self._k("lock:" + name)
+        token = uuid.uuid4().hex
+        deadline = time.monotonic() + wait_s
+        delay = 0.005
+        while not await self.redis.set(key, token, nx=True, px=int(ttl_s * 1000)):
+            if time.monotonic() > deadline:
+                raise LockTimeout(name)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.1)
+        try:
+            yield
+        finally:
+            await self._release(keys=[key], args=[token])
+
+    async def acquire_rate(self, key: str, rate_per_s: float, burst: float = 1.0) -> float:
+        wait_ms = await self._bucket(keys=[self._k("rate:" + key)], args=[rate_per_s, burst])
+        return float(wait_ms) / 1000.0
+
+    async def pause(self, key: str, seconds: float) -> None:
+        await self.redis.set(self._k("pause:" + key), "1", px=max(1, int(seconds * 1000)))
+
+    async def paused_for(self, key: str) -> float:
+        ttl_ms = await self.redis.pttl(self._k("pause:" + key))
+        return max(0.0, ttl_ms / 1000.0) if ttl_ms and ttl_ms > 0 else 0.0
+
+    async def hit(self, key: str, window_s: float) -> int:
+        k = self._k("hits:" + key)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.incr(k)
+            pipe.pexpire(k, int(window_s * 1000), nx=True)
+            count, _ = await pipe.execute()
+        return int(count)
+
+    async def reset_hits(self, key: str) -> None:
+        await self.redis.delete(self._k("hits:" + key))
+
+    async def cache_get(self, key: str) -> str | None:
+        value = await self.redis.get(self._k("cache:" + key))
+        return None if value is None else str(value)
+
+    async def cache_set(self, key: str, value: str, ttl_s: float) -> None:
+        await self.redis.set(self._k("cache:" + key), value, px=max(1, int(ttl_s * 1000)))
+
+    async def cache_delete(self, *keys: str) -> None:
+        if keys:
+            await self.redis.delete(*(self._k("cache:" + k) for k in keys))
+
+    async def cache_delete_prefix(self, prefix: str) -> int:
+        deleted = 0
+        async for key in self.redis.scan_iter(match=self._k("cache:" + prefix) + "*", count=500):
+            deleted += int(await self.redis.delete(key))
+        return deleted
+
+    async def publish(self, channel: str, message: dict[str, Any]) -> None:
+        await self.redis.publish(self._k("pub:" + channel), json.dumps(message))
+
+    @asynccontextmanager
+    async def subscribe(self, channel: str) -> AsyncIterator[asyncio.Queue[dict[str, Any]]]:
+        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        pubsub = self.redis.pubsub()
+        await pubsub.subscribe(self._k("pub:" + channel))
+
+        async def pump() -> None:
+            async for item in pubsub.listen():
+                if item.get("type") == "message":
+                    queue.put_nowait(json.loads(item["data"]))
+
+        task = asyncio.create_task(pump())
+        try:
+            yield queue
+        finally:
+            task.cancel()
+            await pubsub.unsubscribe()
+            await pubsub.aclose()
+
+    async def ping(self) -> bool:
+        try:
+            return bool(await self.redis.ping())
+        except Exception:  # noqa: BLE001  (health check reports, never raises)
+            return False
+
+    async def close(self) -> None:
+        await self.redis.aclose()
+
+
+def make_coordinator(redis_url: str | None, prefix: str = "sanad:") -> Coordinator:
+    """Redis when configured, in-process otherwise."""
+    if redis_url:
+        return RedisCoordinator(redis_url, prefix)
+    return LocalCoordinator(prefix)
