@@ -74,6 +74,9 @@ class Settings:
     # Hand-off and console
     handoff_claim_timeout_s: float = 300.0
     handoff_idle_timeout_s: float = 3600.0 * 24
+    handoff_minutes_per_position: float = 5.0
+    # approved WhatsApp "a mentor has replied" templates: language -> content SID ("" = any language)
+    whatsapp_template_mentor_reply: dict[str, str] = field(default_factory=dict)
     # Reminders
     reminder_offsets_h: tuple[int, ...] = (168, 24)
     reminder_grace_s: float = 6 * 3600.0
@@ -82,6 +85,11 @@ class Settings:
     telegram_rate_per_s: float = 30.0
     telegram_chat_rate_per_s: float = 1.0
     whatsapp_rate_per_s: float = 10.0
+    # Sending: a row `sending` longer than this was claimed by a worker that died; it goes back to queued
+    outbox_claim_timeout_s: float = 300.0
+    send_max_attempts: int = 6
+    # WHATSAPP_TEMPLATE_<KIND>_<LANG> = "HX<ContentSid>[|1=param,2=param]" (KIND: REMINDER, BROADCAST, MESSAGE)
+    whatsapp_templates: dict[str, str] = field(default_factory=dict)
     # Privacy
     retention_days: int = 365
     pin_idle_s: float = 1800.0
@@ -129,6 +137,8 @@ class Settings:
             var_dir=var_dir,
             handoff_claim_timeout_s=_float(env, "HANDOFF_CLAIM_TIMEOUT_S", 300.0),
             handoff_idle_timeout_s=_float(env, "HANDOFF_IDLE_TIMEOUT_S", 86400.0),
+            handoff_minutes_per_position=_float(env, "HANDOFF_MINUTES_PER_POSITION", 5.0),
+            whatsapp_template_mentor_reply=_templates_by_language(env, "WHATSAPP_TEMPLATE_MENTOR_REPLY"),
             reminder_offsets_h=_int_list(env, "REMINDER_OFFSETS_H", (168, 24)),
             reminder_grace_s=_float(env, "REMINDER_GRACE_S", 21600.0),
             quiet_hours_start=int(_float(env, "QUIET_HOURS_START", 21)),
@@ -136,10 +146,25 @@ class Settings:
             telegram_rate_per_s=_float(env, "TELEGRAM_RATE_PER_S", 30.0),
             telegram_chat_rate_per_s=_float(env, "TELEGRAM_CHAT_RATE_PER_S", 1.0),
             whatsapp_rate_per_s=_float(env, "WHATSAPP_RATE_PER_S", 10.0),
+            outbox_claim_timeout_s=_float(env, "OUTBOX_CLAIM_TIMEOUT_S", 300.0),
+            send_max_attempts=int(_float(env, "SEND_MAX_ATTEMPTS", 6)),
+            whatsapp_templates={
+                k[len("WHATSAPP_TEMPLATE_"):].upper(): v
+                for k, v in env.items()
+                if k.startswith("WHATSAPP_TEMPLATE_") and v
+            },
             retention_days=int(_float(env, "RETENTION_DAYS", 365)),
             pin_idle_s=_float(env, "PIN_IDLE_S", 1800.0),
             extra={k: v for k, v in env.items() if k.startswith("SANAD_")},
         )
+
+
+def _templates_by_language(env: dict[str, str], name: str) -> dict[str, str]:
+    """`NAME_EN`, `NAME_AR`… per language, `NAME` for any language (stored under "")."""
+    found = {lang: env[f"{name}_{lang.upper()}"] for lang in LANGUAGES if env.get(f"{name}_{lang.upper()}")}
+    if env.get(name):
+        found[""] = env[name]
+    return found
 
 
 def _load_or_create_secret(var_dir: Path) -> str:

@@ -17,6 +17,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -166,7 +167,17 @@ class Handoff(Base):
     """One escalation of a conversation to a human, from waiting to resolved."""
 
     __tablename__ = "handoffs"
-    __table_args__ = (Index("ix_handoffs_state", "state", "urgent", "created_at"),)
+    __table_args__ = (
+        Index("ix_handoffs_state", "state", "urgent", "created_at"),
+        # at most one open hand-off per contact, whatever the number of gateways
+        Index(
+            "uq_handoffs_open_contact",
+            "contact_id",
+            unique=True,
+            postgresql_where=text("state <> 'resolved'"),
+            sqlite_where=text("state <> 'resolved'"),
+        ),
+    )
 
     id: Mapped[int] = mapped_column(PK, primary_key=True, autoincrement=True)
     contact_id: Mapped[int] = mapped_column(ForeignKey("contacts.id", ondelete="CASCADE"), index=True)
@@ -183,6 +194,8 @@ class Handoff(Base):
     last_activity_at: Mapped[datetime] = mapped_column(TS, default=utcnow)
     last_alert_at: Mapped[datetime | None] = mapped_column(TS)
     alert_count: Mapped[int] = mapped_column(Integer, default=0)
+    # resolved | handed_back | learner | idle: how it went back to the bot
+    outcome: Mapped[str | None] = mapped_column(String(16))
 
 
 class MentorNote(Base):
