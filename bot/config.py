@@ -93,6 +93,8 @@ class Settings:
     # Privacy
     retention_days: int = 365
     pin_idle_s: float = 1800.0
+    # Rasa's SQL tracker store (erasure, export and retention reach into it); "" = var/rasa_tracker.db
+    rasa_tracker_store_url: str = ""
     extra: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -155,6 +157,7 @@ class Settings:
             },
             retention_days=int(_float(env, "RETENTION_DAYS", 365)),
             pin_idle_s=_float(env, "PIN_IDLE_S", 1800.0),
+            rasa_tracker_store_url=env.get("RASA_TRACKER_STORE_URL") or f"sqlite:///{var_dir / 'rasa_tracker.db'}",
             extra={k: v for k, v in env.items() if k.startswith("SANAD_")},
         )
 

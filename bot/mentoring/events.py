@@ -29,7 +29,7 @@ async def publish_now(services: Services, message: dict[str, Any]) -> None:
     """Publish to every open console; a broken pub/sub never breaks the conversation."""
     try:
         await services.coord.publish(CONSOLE_CHANNEL, message)
-    except Exception:  # noqa: BLE001  (live updates are best effort; the pages stay correct on reload)
+    except Exception:  # (live updates are best effort; the pages stay correct on reload)
         log.warning("console event not published: %s", message.get("type"), exc_info=True)
 
 

@@ -1,0 +1,89 @@
+"""Mentor accounts: argon2 password hashes, creation and lookup."""
+
+from __future__ import annotations
+
+import asyncio
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bot.config import LANGUAGES
+from bot.models import Mentor
+
+ROLES: frozenset[str] = frozenset({"mentor", "lead"})
+MIN_PASSWORD_LEN = 10
+_hasher = PasswordHasher()
+# verified against when the e-mail is unknown, so a wrong e-mail costs as long as a wrong password
+_DUMMY_HASH = _hasher.hash("sanad-no-such-mentor")
+
+
+class AccountError(ValueError):
+    """Bad input for a mentor account (clear message for the operator)."""
+
+
+def parse_languages(raw: str) -> str:
+    """`ar, EN` -> `ar,en`; every code must be one of the five catalogue languages."""
+    codes = [part.strip().lower() for part in raw.split(",") if part.strip()]
+    if not codes:
+        raise AccountError("give at least one language, e.g. --languages ar,en")
+    unknown = [c for c in codes if c not in LANGUAGES]
+    if unknown:
+        raise AccountError(f"unknown language(s) {', '.join(unknown)}; use {', '.join(LANGUAGES)}")
+    return ",".join(dict.fromkeys(codes))
+
+
+def hash_password(password: str) -> str:
+    if len(password) < MIN_PASSWORD_LEN:
+        raise AccountError(f"the password needs at least {MIN_PASSWORD_LEN} characters")
+    return _hasher.hash(password)
+
+
+def _verify(stored: str, password: str) -> bool:
+    try:
+        return _hasher.verify(stored, password)
+    except (VerifyMismatchError, VerificationError, InvalidHashError):
+        return False
+
+
+async def verify_password(stored: str | None, password: str) -> bool:
+    """Check a password off the event loop (argon2 is deliberately slow)."""
+    return await asyncio.to_thread(_verify, stored or _DUMMY_HASH, password) and stored is not None
+
+
+async def find_by_email(session: AsyncSession, email: str) -> Mentor | None:
+    stmt = select(Mentor).where(func.lower(Mentor.email) == email.strip().lower())
+    return (await session.execute(stmt)).scalars().first()
+
+
+async def add_mentor(
+    session: AsyncSession,
+    email: str,
+    password: str,
+    languages: str,
+    role: str = "mentor",
+    display_name: str | None = None,
+) -> Mentor:
+    """Create a mentor, or update the password/languages/role of an existing e-mail."""
+    email = email.strip().lower()
+    if "@" not in email or len(email) > 254:
+        raise AccountError("give a valid e-mail address")
+    if role not in ROLES:
+        raise AccountError("role must be mentor or lead")
+    langs = parse_languages(languages)
+    password_hash = await asyncio.to_thread(hash_password, password)
+    mentor = await find_by_email(session, email)
+    if mentor is None:
+        mentor = Mentor(email=email, password_hash=password_hash, languages=langs, role=role,
+                        display_name=display_name or email.split("@", 1)[0], on_duty=True, active=True)
+        session.add(mentor)
+    else:
+        mentor.password_hash = password_hash
+        mentor.languages = langs
+        mentor.role = role
+        mentor.active = True
+        if display_name:
+            mentor.display_name = display_name
+    await session.flush()
+    return mentor

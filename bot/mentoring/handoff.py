@@ -1,0 +1,358 @@
+"""The hand-off state machine: bot -> waiting -> with_mentor -> resolved (-> bot).
+
+`contact.mode` says who answers the learner's next message; a `handoffs` row
+records each escalation. Every transition runs in one transaction that locks the
+contact row first and the hand-off row second (one order everywhere, so two
+gateways never deadlock), and claiming is a conditional UPDATE, so when two
+mentors claim at once exactly one wins.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import statistics
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_object_session
+
+from bot.catalogue import Rendered, normalise_language
+from bot.commands import CommandResult, command
+from bot.db import as_utc, utcnow
+from bot.mentoring.audit import audit, mentor_actor
+from bot.mentoring.events import publish_after_commit
+from bot.models import Contact, Handoff, Mentor
+from bot.outbox import enqueue
+
+if TYPE_CHECKING:
+    from bot.services import Services
+
+log = logging.getLogger(__name__)
+
+REASONS: frozenset[str] = frozenset({"request_human", "fallback", "distress", "extension", "media", "mentor"})
+OPEN_STATES: tuple[str, ...] = ("waiting", "with_mentor")
+# how a hand-off went back to the bot -> what the learner is told
+OUTCOME_MESSAGES: dict[str, str] = {
+    "resolved": "handoff_resolved",
+    "handed_back": "handoff_handed_back",
+    "idle": "handoff_idle_closed",
+    "learner": "handoff_back_to_bot",
+}
+# samples of recent claim times needed before they replace the configured minutes per position
+_MIN_CLAIM_SAMPLES = 3
+
+
+class HandoffError(Exception):
+    """A transition that is not allowed from the current state (shown to the mentor, never to a learner)."""
+
+
+def contact_lock_name(contact_key: str) -> str:
+    """The per-contact lock the pipeline holds while it processes a contact's messages."""
+    return f"contact:{contact_key}"
+
+
+def mentor_languages(mentor: Mentor) -> set[str]:
+    return {part.strip().lower() for part in (mentor.languages or "").split(",") if part.strip()}
+
+
+def can_see(mentor: Mentor, handoff: Handoff) -> bool:
+    """Leads see everything; mentors see waiting conversations in their languages and their own."""
+    if mentor.role == "lead":
+        return True
+    if handoff.mentor_id == mentor.id:
+        return True
+    return handoff.state == "waiting" and handoff.language in mentor_languages(mentor)
+
+
+def console_event(kind: str, handoff: Handoff, **extra: Any) -> dict[str, Any]:
+    """A live event: ids and flags only, never message text."""
+    data: dict[str, Any] = {
+        "type": kind,
+        "handoff_id": handoff.id,
+        "contact_id": handoff.contact_id,
+        "language": handoff.language,
+        "urgent": bool(handoff.urgent),
+        "state": handoff.state,
+        "mentor_id": handoff.mentor_id,
+    }
+    data.update(extra)
+    return data
+
+
+async def open_handoff(session: AsyncSession, contact_id: int, *, for_update: bool = False) -> Handoff | None:
+    """The contact's open hand-off (waiting or with a mentor), if any."""
+    stmt = select(Handoff).where(Handoff.contact_id == contact_id, Handoff.state.in_(OPEN_STATES))
+    if for_update:
+        stmt = stmt.with_for_update()
+    return (await session.execute(stmt.order_by(Handoff.id.desc()).limit(1))).scalars().first()
+
+
+async def lock_contact(session: AsyncSession, contact_id: int) -> Contact:
+    """Re-read the contact row under a row lock (first lock of every transition)."""
+    contact = (
+        await session.execute(
+            select(Contact).where(Contact.id == contact_id).with_for_update().execution_options(populate_existing=True)
+        )
+    ).scalars().first()
+    if contact is None:
+        raise HandoffError("contact not found")
+    return contact
+
+
+# --- waiting-time estimate ---------------------------------------------------
+
+@dataclass(frozen=True)
+class QueueEstimate:
+    """Where a waiting hand-off stands in the queue of its language."""
+
+    position: int
+    minutes: int
+
+
+async def queue_position(session: AsyncSession, handoff: Handoff) -> int:
+    """1 = next to be claimed: urgent first, then by waiting time, among the same language."""
+    rows = (
+        await session.execute(
+            select(Handoff.id, Handoff.urgent, Handoff.created_at).where(
+                Handoff.state == "waiting", Handoff.language == handoff.language
+            )
+        )
+    ).all()
+    mine = (not handoff.urgent, as_utc(handoff.created_at), handoff.id)
+    ahead = [hid for hid, urgent, created in rows if hid != handoff.id and (not urgent, as_utc(created), hid) < mine]
+    return 1 + len(ahead)
+
+
+async def seconds_per_position(services: Services, session: AsyncSession, language: str) -> float:
+    """Median time to claim in this language over the last week, else the configured minutes per position."""
+    since = utcnow() - timedelta(days=7)
+    rows = (
+        await session.execute(
+            select(Handoff.created_at, Handoff.claimed_at)
+            .where(Handoff.language == language, Handoff.claimed_at.is_not(None), Handoff.created_at >= since)
+            .order_by(Handoff.claimed_at.desc())
+            .limit(50)
+        )
+    ).all()
+    samples = [(as_utc(claimed) - as_utc(created)).total_seconds() for created, claimed in rows if claimed]
+    if len(samples) >= _MIN_CLAIM_SAMPLES:
+        return max(60.0, statistics.median(samples))
+    return max(60.0, services.settings.handoff_minutes_per_position * 60.0)
+
+
+async def estimate(services: Services, session: AsyncSession, handoff: Handoff) -> QueueEstimate:
+    position = await queue_position(session, handoff)
+    per_position_s = await seconds_per_position(services, session, handoff.language)
+    return QueueEstimate(position=position, minutes=max(1, math.ceil(position * per_position_s / 60.0)))
+
+
+def eta_phrase(services: Services, minutes: int, language: str) -> str:
+    """"about 10 minutes" / "about 2 hours" in the learner's language."""
+    from bot.catalogue import number
+
+    if minutes < 90:
+        return services.catalogue.text("handoff_eta_minutes", language, minutes=number(minutes, language))
+    return services.catalogue.text("handoff_eta_hours", language, hours=number(round(minutes / 60), language))
+
+
+# --- transitions -------------------------------------------------------------
+
+async def request_handoff(
+    services: Services, session: AsyncSession, contact: Contact, reason: str, urgent: bool
+) -> list[Rendered]:
+    """Open a hand-off for `contact` (or upgrade the open one) and say what happens next.
+
+    Idempotent: a second request while one is open does not open another; an urgent
+    request makes an open one urgent.
+    """
+    if reason not in REASONS:
+        raise ValueError(f"unknown hand-off reason {reason!r}")
+    urgent = bool(urgent) or reason == "distress"
+    language = normalise_language(contact.language)
+    contact = await lock_contact(session, contact.id)
+    now = utcnow()
+    handoff = await open_handoff(session, contact.id, for_update=True)
+    if handoff is not None:
+        if handoff.state == "with_mentor":
+            if urgent and not handoff.urgent:
+                handoff.urgent = True
+                publish_after_commit(services, session, console_event("handoff_urgent", handoff))
+            handoff.last_activity_at = now
+            return [services.catalogue.render("handoff_with_mentor_already", language)]
+        if urgent and not handoff.urgent:
+            handoff.urgent = True
+            handoff.reason = reason
+            handoff.last_activity_at = now
+            await session.flush()
+            audit(session, services.settings, actor="learner", action="handoff.urgent", contact_key=contact.key,
+                  detail={"handoff_id": handoff.id, "reason": reason})
+            publish_after_commit(services, session, console_event("handoff_urgent", handoff))
+            return [services.catalogue.render("handoff_waiting_urgent", language)]
+        handoff.last_activity_at = now
+        est = await estimate(services, session, handoff)
+        return [services.catalogue.render("handoff_still_waiting", language,
+                                          eta=eta_phrase(services, est.minutes, language))]
+
+    handoff = Handoff(
+        contact_id=contact.id,
+        state="waiting",
+        reason=reason,
+        urgent=urgent,
+        language=language,
+        created_at=now,
+        last_activity_at=now,
+    )
+    session.add(handoff)
+    contact.mode = "waiting"
+    await session.flush()
+    audit(session, services.settings, actor="learner", action="handoff.requested", contact_key=contact.key,
+          detail={"handoff_id": handoff.id, "reason": reason, "urgent": urgent})
+    publish_after_commit(services, session, console_event("handoff_new", handoff, everyone=urgent))
+    log.info("hand-off %s opened (reason=%s urgent=%s language=%s)", handoff.id, reason, urgent, language)
+    if urgent:
+        return [services.catalogue.render("handoff_waiting_urgent", language)]
+    est = await estimate(services, session, handoff)
+    return [services.catalogue.render("handoff_waiting", language, eta=eta_phrase(services, est.minutes, language))]
+
+
+@command("handoff")
+async def handle_handoff_command(services: Services, contact: Contact, args: dict[str, Any]) -> CommandResult:
+    """Gateway command `{"sanad": {"command": "handoff", "reason": ..., "urgent": ...}}` from a custom action."""
+    reason = str(args.get("reason") or "request_human")
+    if reason not in REASONS:
+        log.warning("hand-off command with unknown reason %r: treated as request_human", reason)
+        reason = "request_human"
+    urgent = args.get("urgent") in (True, "true", "True", 1, "1")
+    session = async_object_session(contact)
+    if session is not None:
+        replies = await request_handoff(services, session, contact, reason, urgent)
+    else:
+        async with services.db.session() as own:
+            attached = await own.get(Contact, contact.id)
+            if attached is None:
+                raise HandoffError("contact not found")
+            replies = await request_handoff(services, own, attached, reason, urgent)
+        contact.mode = attached.mode
+    return CommandResult(replies=replies)
+
+
+async def claim(services: Services, session: AsyncSession, handoff_id: int, mentor: Mentor) -> Handoff | None:
+    """Atomically take a waiting hand-off; None when someone else was faster (or it is gone)."""
+    handoff = await session.get(Handoff, handoff_id)
+    if handoff is None:
+        return None
+    if not can_see(mentor, handoff):
+        raise HandoffError("not allowed")
+    contact = await lock_contact(session, handoff.contact_id)
+    now = utcnow()
+    result = await session.execute(
+        update(Handoff)
+        .where(Handoff.id == handoff_id, Handoff.state == "waiting")
+        .values(state="with_mentor", mentor_id=mentor.id, claimed_at=now, last_activity_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    if getattr(result, "rowcount", 0) != 1:
+        return None
+    await session.refresh(handoff)
+    contact.mode = "with_mentor"
+    language = normalise_language(contact.language)
+    name = mentor.display_name or services.catalogue.text("handoff_mentor_default_name", language)
+    joined = services.catalogue.render("handoff_mentor_joined", language, name=name)
+    await enqueue(session, contact, joined, origin="system")
+    audit(session, services.settings, actor=mentor_actor(mentor.id), action="handoff.claim", contact_key=contact.key,
+          detail={"handoff_id": handoff.id})
+    publish_after_commit(services, session, console_event("handoff_claimed", handoff))
+    return handoff
+
+
+@dataclass(frozen=True)
+class Closed:
+    """A hand-off went back to the bot: the learner's message, queued (`outbox_id`) or to send as a reply."""
+
+    replies: list[Rendered]
+    outbox_id: int | None
+
+
+async def close(
+    services: Services, session: AsyncSession, handoff: Handoff, outcome: str, *, actor: str, notify: bool = True
+) -> Closed:
+    """Return the conversation to the bot. With `notify` the learner's message is queued in the outbox;
+    without, it is returned as a reply (the pipeline sends it)."""
+    if outcome not in OUTCOME_MESSAGES:
+        raise ValueError(f"unknown outcome {outcome!r}")
+    contact = await lock_contact(session, handoff.contact_id)
+    result = await session.execute(
+        update(Handoff)
+        .where(Handoff.id == handoff.id, Handoff.state.in_(OPEN_STATES))
+        .values(state="resolved", resolved_at=utcnow(), outcome=outcome)
+        .execution_options(synchronize_session=False)
+    )
+    if getattr(result, "rowcount", 0) != 1:
+        raise HandoffError("already closed")
+    await session.refresh(handoff)
+    if await open_handoff(session, contact.id) is None:
+        contact.mode = "bot"
+    message = services.catalogue.render(OUTCOME_MESSAGES[outcome], normalise_language(contact.language))
+    audit(session, services.settings, actor=actor, action=f"handoff.{outcome}", contact_key=contact.key,
+          detail={"handoff_id": handoff.id})
+    publish_after_commit(services, session, console_event("handoff_closed", handoff, outcome=outcome))
+    if notify:
+        row = await enqueue(session, contact, message, origin="system")
+        return Closed(replies=[], outbox_id=row.id)
+    return Closed(replies=[message], outbox_id=None)
+
+
+async def transfer(
+    services: Services, session: AsyncSession, handoff: Handoff, actor: Mentor, to_mentor_id: int | None
+) -> Handoff:
+    """Give a conversation to another mentor who speaks the language, or (None) back to the queue."""
+    if handoff.state != "with_mentor":
+        raise HandoffError("only a conversation with a mentor can be transferred")
+    if actor.role != "lead" and handoff.mentor_id != actor.id:
+        raise HandoffError("not your conversation")
+    contact = await lock_contact(session, handoff.contact_id)
+    values: dict[str, Any]
+    if to_mentor_id is None:
+        values = {"state": "waiting", "mentor_id": None, "claimed_at": None, "last_alert_at": None}
+        contact.mode = "waiting"
+    else:
+        target = await session.get(Mentor, to_mentor_id)
+        if target is None or not target.active:
+            raise HandoffError("unknown mentor")
+        if target.role != "lead" and handoff.language not in mentor_languages(target):
+            raise HandoffError("that mentor does not speak the learner's language")
+        values = {"mentor_id": target.id}
+    result = await session.execute(
+        update(Handoff)
+        .where(Handoff.id == handoff.id, Handoff.state == "with_mentor", Handoff.mentor_id == handoff.mentor_id)
+        .values(last_activity_at=utcnow(), **values)
+        .execution_options(synchronize_session=False)
+    )
+    if getattr(result, "rowcount", 0) != 1:
+        raise HandoffError("the conversation changed meanwhile")
+    await session.refresh(handoff)
+    audit(session, services.settings, actor=mentor_actor(actor.id), action="handoff.transfer", contact_key=contact.key,
+          detail={"handoff_id": handoff.id, "to_mentor_id": to_mentor_id})
+    publish_after_commit(services, session, console_event("handoff_transferred", handoff, everyone=False))
+    return handoff
+
+
+async def tell_rasa_resumed(services: Services, contact_key: str) -> None:
+    """Tell Rasa's tracker the human part is over so the dialogue resumes cleanly; an outage never blocks."""
+    if services.rasa is None:
+        return
+    events: list[dict[str, Any]] = [
+        {"event": "active_loop", "name": None},
+        {"event": "action", "name": "action_listen"},
+    ]
+    try:
+        await services.rasa.append_events(contact_key, events)
+    except Exception:  # (Rasa being down must not keep a learner stuck with a mentor)
+        log.warning("could not tell Rasa that a hand-off ended", exc_info=True)
+
+
+def waited_s(handoff: Handoff, now: datetime | None = None) -> float:
+    return ((now or utcnow()) - as_utc(handoff.created_at)).total_seconds()

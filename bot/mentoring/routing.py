@@ -1,0 +1,197 @@
+"""Messages while a mentor has the conversation: learner -> console, mentor -> learner.
+
+`route_to_mentor` is called by the pipeline, inside the contact's lock and its open
+transaction, for every inbound message of a contact not in bot mode. The message
+itself stays in `inbound_messages` (the transcript reads it from there), so a state
+change never loses or repeats it.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import unicodedata
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bot.catalogue import Rendered, normalise_language
+from bot.db import as_utc, utcnow
+from bot.mentoring.audit import audit, mentor_actor
+from bot.mentoring.events import publish_after_commit
+from bot.mentoring.handoff import (
+    HandoffError,
+    close,
+    console_event,
+    contact_lock_name,
+    lock_contact,
+    open_handoff,
+    tell_rasa_resumed,
+)
+from bot.models import Contact, Handoff, InboundMessage, Mentor
+from bot.outbox import enqueue
+
+if TYPE_CHECKING:
+    from bot.services import Services
+
+log = logging.getLogger(__name__)
+
+BACK_TO_BOT_PAYLOAD = "/back_to_bot"
+# "bot" in the five languages, and the longer phrases learners type
+BACK_TO_BOT_WORDS: frozenset[str] = frozenset({
+    "bot", "/bot", "back to bot", "back to the bot", "assistant", "back_to_bot",
+    "بوت", "البوت", "روبوت", "الروبوت", "العودة إلى البوت", "العودة للبوت", "رجوع للبوت",
+    "ربات", "بات", "بازگشت به ربات", "برگشت به ربات", "بازگشت به دستیار",
+    "retour au bot", "retour bot", "robot", "retour à l'assistant", "retour a l'assistant",
+    "zurück zum bot", "zuruck zum bot", "zurück zum assistenten", "zurueck zum bot",
+})
+WHATSAPP_WINDOW = timedelta(hours=24)
+_PUNCTUATION = re.compile(r"[\s.!?،؟!«»\"'„“”]+")
+
+
+def is_back_to_bot(message: InboundMessage) -> bool:
+    """The learner asked to leave the mentor (a button payload or the word in any of the five languages)."""
+    payload = message.payload or {}
+    if isinstance(payload, dict) and str(payload.get("payload") or payload.get("data") or "") == BACK_TO_BOT_PAYLOAD:
+        return True
+    text = unicodedata.normalize("NFC", (message.text or "")).strip().lower()
+    if not text or len(text) > 40:
+        return False
+    cleaned = _PUNCTUATION.sub(" ", text).strip()
+    return text == BACK_TO_BOT_PAYLOAD or cleaned in BACK_TO_BOT_WORDS
+
+
+async def route_to_mentor(
+    services: Services, session: AsyncSession, contact: Contact, message: InboundMessage
+) -> list[Rendered]:
+    """Record a learner message in the open hand-off and tell the consoles; replies for the learner, if any."""
+    handoff = await open_handoff(session, contact.id)
+    if handoff is None:
+        # The mode says "mentor" but nothing is open (an interrupted transition): keep the
+        # message in front of a person rather than dropping it.
+        from bot.mentoring.handoff import request_handoff
+
+        log.warning("contact %s in mode %s without an open hand-off: reopening", contact.id, contact.mode)
+        return await request_handoff(services, session, contact, "request_human", False)
+    if is_back_to_bot(message):
+        closed = await close(services, session, handoff, "learner", actor="learner", notify=False)
+        await tell_rasa_resumed(services, contact.key)
+        return closed.replies
+    handoff.last_activity_at = utcnow()
+    publish_after_commit(services, session, console_event("message", handoff, message_id=message.id))
+    return []
+
+
+# --- mentor replies ------------------------------------------------------------
+
+@dataclass
+class ReplyOutcome:
+    """What happened to a mentor's reply: sent as typed, or as the approved template."""
+
+    outbox_id: int
+    used_template: bool
+
+
+def outside_whatsapp_window(contact: Contact) -> bool:
+    """WhatsApp only accepts free text within 24 hours of the learner's last message."""
+    if contact.channel != "whatsapp":
+        return False
+    if contact.last_inbound_at is None:
+        return True
+    return utcnow() - as_utc(contact.last_inbound_at) > WHATSAPP_WINDOW
+
+
+def mentor_reply_template_sid(services: Services, language: str) -> str | None:
+    templates = services.settings.whatsapp_template_mentor_reply
+    return templates.get(language) or templates.get("") or None
+
+
+async def send_mentor_reply(
+    services: Services, session: AsyncSession, handoff: Handoff, mentor: Mentor, text: str
+) -> ReplyOutcome:
+    """Queue a mentor's reply (or, outside WhatsApp's window, the approved template) in the caller's
+    transaction; the caller sends it after commit with `deliver`."""
+    text = (text or "").strip()
+    if not text:
+        raise HandoffError("empty reply")
+    if len(text) > 4000:
+        raise HandoffError("reply too long (4000 characters at most)")
+    if handoff.state != "with_mentor" or (handoff.mentor_id != mentor.id and mentor.role != "lead"):
+        raise HandoffError("claim the conversation before replying")
+    contact = await lock_contact(session, handoff.contact_id)
+    language = normalise_language(contact.language)
+    used_template = False
+    extra: dict[str, Any] | None = None
+    rendered = Rendered(text)
+    if outside_whatsapp_window(contact):
+        sid = mentor_reply_template_sid(services, language)
+        if not sid:
+            raise HandoffError("outside WhatsApp's 24-hour window and no mentor-reply template is configured")
+        used_template = True
+        rendered = services.catalogue.render("handoff_mentor_reply_template", language)
+        name = mentor.display_name or services.catalogue.text("handoff_mentor_default_name", language)
+        extra = {"template": {"sid": sid, "variables": {"1": name}}}
+    row = await enqueue(session, contact, rendered, origin="mentor", author_mentor_id=mentor.id, extra_payload=extra)
+    handoff.last_activity_at = utcnow()
+    audit(session, services.settings, actor=mentor_actor(mentor.id), action="mentor.reply", contact_key=contact.key,
+          detail={"handoff_id": handoff.id, "outbox_id": row.id, "template": used_template})
+    publish_after_commit(services, session, console_event("reply", handoff, outbox_id=row.id))
+    return ReplyOutcome(outbox_id=row.id, used_template=used_template)
+
+
+async def deliver(services: Services, outbox_ids: list[int]) -> None:
+    """Send committed outbox rows now if this process has a sender; otherwise the worker sends them."""
+    sender = services.extras.get("sender")
+    if sender is None or not outbox_ids:
+        return
+    try:
+        await sender.send_ids(outbox_ids)
+    except Exception:  # (rows stay queued; the worker retries them)
+        log.warning("immediate send failed; the worker will retry", exc_info=True)
+
+
+async def end_handoff(
+    services: Services, handoff_id: int, outcome: str, *, actor: str, expect_open: bool = True
+) -> bool:
+    """Resolve / hand back / time out a hand-off in its own transaction, under the contact's lock
+    (so no learner message is mid-way between mentor and bot), tell the learner and Rasa.
+    Returns False when it was already closed (and `expect_open` is False)."""
+    async with services.db.session() as session:
+        handoff = await session.get(Handoff, handoff_id)
+        contact = await session.get(Contact, handoff.contact_id) if handoff is not None else None
+        if handoff is None or contact is None:
+            if expect_open:
+                raise HandoffError("unknown conversation")
+            return False
+        contact_key = contact.key
+    async with services.coord.lock(contact_lock_name(contact_key), ttl_s=30.0, wait_s=30.0):
+        try:
+            async with services.db.session() as session:
+                handoff = await session.get(Handoff, handoff_id, populate_existing=True)
+                if handoff is None:
+                    raise HandoffError("unknown conversation")
+                closed = await close(services, session, handoff, outcome, actor=actor)
+        except HandoffError:
+            if expect_open:
+                raise
+            return False
+        await tell_rasa_resumed(services, contact_key)
+    if closed.outbox_id is not None:
+        await deliver(services, [closed.outbox_id])
+    return True
+
+
+async def add_note(services: Services, session: AsyncSession, handoff: Handoff, mentor: Mentor, text: str) -> None:
+    """An internal note on the conversation, never sent to the learner."""
+    from bot.models import MentorNote
+
+    text = (text or "").strip()
+    if not text:
+        raise HandoffError("empty note")
+    contact = await session.get(Contact, handoff.contact_id)
+    session.add(MentorNote(contact_id=handoff.contact_id, handoff_id=handoff.id, mentor_id=mentor.id, text=text[:4000]))
+    audit(session, services.settings, actor=mentor_actor(mentor.id), action="mentor.note",
+          contact_key=contact.key if contact else None, detail={"handoff_id": handoff.id})
+    publish_after_commit(services, session, console_event("note", handoff))

@@ -1,0 +1,94 @@
+"""Worker job: re-alert unclaimed hand-offs and return idle conversations to the bot."""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+from typing import TYPE_CHECKING
+
+from sqlalchemy import func, or_, select, update
+
+from bot.db import utcnow
+from bot.mentoring.audit import audit
+from bot.mentoring.events import publish_after_commit
+from bot.mentoring.handoff import OPEN_STATES, console_event
+from bot.mentoring.routing import end_handoff
+from bot.models import Contact, Handoff
+
+if TYPE_CHECKING:
+    from bot.services import Services
+
+log = logging.getLogger(__name__)
+_BATCH = 200
+
+
+async def realert_unclaimed(services: Services) -> int:
+    """Alert again for hand-offs nobody claimed within the claim timeout (urgent: every mentor on duty)."""
+    now = utcnow()
+    cutoff = now - timedelta(seconds=services.settings.handoff_claim_timeout_s)
+    alerted = 0
+    async with services.db.session() as session:
+        due = (
+            await session.execute(
+                select(Handoff.id)
+                .where(Handoff.state == "waiting", func.coalesce(Handoff.last_alert_at, Handoff.created_at) < cutoff)
+                .order_by(Handoff.urgent.desc(), Handoff.created_at)
+                .limit(_BATCH)
+            )
+        ).scalars().all()
+    for handoff_id in due:
+        async with services.db.session() as session:
+            # conditional, so two workers never alert twice for the same period
+            result = await session.execute(
+                update(Handoff)
+                .where(
+                    Handoff.id == handoff_id,
+                    Handoff.state == "waiting",
+                    or_(Handoff.last_alert_at.is_(None), Handoff.last_alert_at < cutoff),
+                    func.coalesce(Handoff.last_alert_at, Handoff.created_at) < cutoff,
+                )
+                .values(last_alert_at=now, alert_count=Handoff.alert_count + 1)
+                .execution_options(synchronize_session=False)
+            )
+            if getattr(result, "rowcount", 0) != 1:
+                continue
+            handoff = await session.get(Handoff, handoff_id, populate_existing=True)
+            if handoff is None:
+                continue
+            contact = await session.get(Contact, handoff.contact_id)
+            audit(session, services.settings, actor="system", action="handoff.realert",
+                  contact_key=contact.key if contact else None,
+                  detail={"handoff_id": handoff.id, "alert_count": handoff.alert_count, "urgent": handoff.urgent})
+            publish_after_commit(services, session, console_event(
+                "alert", handoff, everyone=bool(handoff.urgent), alert_count=handoff.alert_count))
+            alerted += 1
+    if alerted:
+        log.info("re-alerted %d unclaimed hand-off(s)", alerted)
+    return alerted
+
+
+async def close_idle(services: Services) -> int:
+    """Return conversations with no activity for the idle timeout to the bot."""
+    cutoff = utcnow() - timedelta(seconds=services.settings.handoff_idle_timeout_s)
+    async with services.db.session() as session:
+        idle = (
+            await session.execute(
+                select(Handoff.id)
+                .where(Handoff.state.in_(OPEN_STATES), Handoff.last_activity_at < cutoff)
+                .order_by(Handoff.last_activity_at)
+                .limit(_BATCH)
+            )
+        ).scalars().all()
+    closed = 0
+    for handoff_id in idle:
+        if await end_handoff(services, handoff_id, "idle", actor="system", expect_open=False):
+            closed += 1
+    if closed:
+        log.info("closed %d idle hand-off(s)", closed)
+    return closed
+
+
+async def job(services: Services) -> None:
+    """One pass of the hand-off timers (run it every few seconds from the worker)."""
+    await realert_unclaimed(services)
+    await close_idle(services)
