@@ -39,6 +39,7 @@ DEMO_PLATFORM_TOKEN = "sanad-demo-platform-token"  # noqa: S105  (public demo cr
 DEMO_PLATFORM_PATH = "/demo-platform"
 
 _M = TypeVar("_M", bound=BaseModel)
+_T = TypeVar("_T")
 _RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 
 
@@ -132,20 +133,22 @@ class PlatformClient:
 
     async def learner(self, learner_id: str) -> Learner:
         """`GET /v1/learners/{id}`; raises LearnerNotFound on 404."""
-        data = await self._cached_get(
-            cache_prefix(learner_id) + "learner", self._learner_path(learner_id), None, learner_id, None
+        return await self._cached_get(
+            cache_prefix(learner_id) + "learner",
+            self._learner_path(learner_id),
+            None,
+            learner_id,
+            lambda data: self._validate(Learner, data, "learner"),
         )
-        return self._validate(Learner, data, "learner")
 
     async def enrolments(self, learner_id: str) -> list[Enrolment]:
-        data = await self._cached_get(
+        return await self._cached_get(
             cache_prefix(learner_id) + "enrolments",
             self._learner_path(learner_id, "enrolments"),
             None,
             learner_id,
-            "items",
+            lambda data: self._validate_items(Enrolment, data, "enrolments"),
         )
-        return self._validate_items(Enrolment, data, "enrolments")
 
     async def deadlines(
         self, learner_id: str, from_: datetime | None = None, to: datetime | None = None
@@ -157,15 +160,23 @@ class PlatformClient:
         if to is not None:
             params["to"] = _iso(to)
         key = cache_prefix(learner_id) + f"deadlines:{params.get('from', '')}:{params.get('to', '')}"
-        data = await self._cached_get(key, self._learner_path(learner_id, "deadlines"), params, learner_id, "items")
-        items = self._validate_items(Deadline, data, "deadlines")
+        items = await self._cached_get(
+            key,
+            self._learner_path(learner_id, "deadlines"),
+            params,
+            learner_id,
+            lambda data: self._validate_items(Deadline, data, "deadlines"),
+        )
         return sorted(items, key=lambda d: d.due_at)
 
     async def credits(self, learner_id: str) -> list[Credit]:
-        data = await self._cached_get(
-            cache_prefix(learner_id) + "credits", self._learner_path(learner_id, "credits"), None, learner_id, "items"
+        return await self._cached_get(
+            cache_prefix(learner_id) + "credits",
+            self._learner_path(learner_id, "credits"),
+            None,
+            learner_id,
+            lambda data: self._validate_items(Credit, data, "credits"),
         )
-        return self._validate_items(Credit, data, "credits")
 
     async def recognition(self, country: str | None = None, university: str | None = None) -> list[University]:
         """Partner universities (optionally of one country / matching one university) and what they recognise."""
@@ -177,8 +188,14 @@ class PlatformClient:
         key = "platform-catalogue:recognition:" + quote(params.get("country", ""), safe="") + ":" + quote(
             params.get("university", ""), safe=""
         )
-        data = await self._cached_get(key, "/v1/recognition", params, None, "items", ttl_s=self.catalogue_cache_ttl_s)
-        return self._validate_items(University, data, "recognition")
+        return await self._cached_get(
+            key,
+            "/v1/recognition",
+            params,
+            None,
+            lambda data: self._validate_items(University, data, "recognition"),
+            ttl_s=self.catalogue_cache_ttl_s,
+        )
 
     async def deadline_pages(
         self, from_: datetime | None = None, to: datetime | None = None, *, max_pages: int = 10_000
@@ -249,20 +266,20 @@ class PlatformClient:
         path: str,
         params: dict[str, str] | None,
         learner_id: str | None,
-        items_key: str | None,
+        parse: Callable[[Any], _T],
         ttl_s: float | None = None,
-    ) -> Any:
+    ) -> _T:
+        """Cached answer if it still parses, else ask the platform; only answers that parse are cached."""
         cached = await self._cache_get(key)
         if cached is not None:
-            return cached
+            try:
+                return parse(cached)
+            except PlatformDataError:
+                log.warning("platform cache held an unusable entry; asking again")
         data = await self._get(path, params, learner_id)
-        # only well-shaped answers are cached; a garbled one is re-asked next time
-        if items_key is not None and not (isinstance(data, dict) and isinstance(data.get(items_key), list)):
-            raise PlatformDataError(f"{path}: expected an object with an '{items_key}' list")
-        if items_key is None and not isinstance(data, dict):
-            raise PlatformDataError(f"{path}: expected a JSON object")
+        result = parse(data)
         await self._cache_set(key, data, self.cache_ttl_s if ttl_s is None else ttl_s)
-        return data
+        return result
 
     async def _cache_get(self, key: str) -> Any:
         if self.coord is None or self.cache_ttl_s <= 0:
