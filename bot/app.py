@@ -1,0 +1,134 @@
+"""The gateway: a Starlette app with webhooks, NLG, web chat, console, admin API and health."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy import text
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, RedirectResponse, Response
+from starlette.routing import BaseRoute, Mount, Route
+
+from bot import nlg, pipeline, webchat, webhooks
+from bot.config import Settings
+from bot.sending import OutboxSender
+from bot.services import Services
+
+log = logging.getLogger(__name__)
+
+
+def load_components() -> None:
+    """Import every module that registers commands and interceptors."""
+    import bot.linking  # noqa: F401
+    import bot.mentoring.handoff  # noqa: F401
+    import bot.preferences  # noqa: F401
+    import bot.privacy.erasure  # noqa: F401
+    import bot.privacy.export  # noqa: F401
+    import bot.privacy.pin  # noqa: F401
+    import bot.reminders.optout  # noqa: F401
+
+
+def component_routes(settings: Settings) -> list[BaseRoute]:
+    from bot import linking
+    from bot.console import web as console
+    from bot.reminders import admin as reminders_admin
+
+    routes: list[BaseRoute] = [*linking.routes(), *reminders_admin.routes(), *console.routes()]
+    if not settings.platform_api_url:
+        from integrations.demo_platform import demo_app
+
+        routes.append(Mount("/demo-platform", app=demo_app()))
+    return routes
+
+
+async def healthz(request: Request) -> Response:
+    services: Services = request.app.state.services
+    checks: dict[str, str] = {}
+    try:
+        async with services.db.engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+        checks["db"] = "ok"
+    except Exception:  # noqa: BLE001  (health reports, never raises)
+        checks["db"] = "down"
+    checks["redis"] = ("ok" if await services.coord.ping() else "down") if services.settings.redis_url else "off"
+    checks["rasa"] = "ok" if services.rasa is not None and await services.rasa.ping() else "down"
+    fatal = checks["db"] != "ok" or checks["redis"] == "down"
+    status = "down" if fatal else ("degraded" if checks["rasa"] != "ok" else "ok")
+    return JSONResponse({"status": status, **checks}, status_code=503 if fatal else 200)
+
+
+async def metrics_endpoint(request: Request) -> Response:
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+
+async def home(request: Request) -> Response:
+    return RedirectResponse("/chat")
+
+
+def create_app(
+    services: Services | None = None,
+    settings: Settings | None = None,
+    run_worker: bool | None = None,
+    redelivery_interval_s: float = 5.0,
+) -> Starlette:
+    """Build the gateway. With `services` given (tests), the caller owns their lifetime."""
+    settings = services.settings if services is not None else (settings or Settings.from_env())
+    load_components()
+    owns_services = services is None
+    in_process_worker = (settings.redis_url is None) if run_worker is None else run_worker
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        svc = app.state.services
+        if owns_services and svc.settings.is_sqlite:
+            await svc.db.create_all()
+        svc.extras.setdefault("sender", OutboxSender(svc))
+        stop = asyncio.Event()
+        tasks: list[asyncio.Task[Any]] = []
+        if in_process_worker:
+            from bot.worker import run_forever
+
+            tasks.append(asyncio.create_task(run_forever(svc, stop)))
+        elif redelivery_interval_s > 0:
+            tasks.append(asyncio.create_task(_redelivery_loop(svc, stop, redelivery_interval_s)))
+        try:
+            yield
+        finally:
+            stop.set()
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await pipeline.drain()
+            if owns_services:
+                await svc.close()
+
+    routes: list[BaseRoute] = [
+        Route("/", home),
+        Route("/healthz", healthz),
+        Route("/metrics", metrics_endpoint),
+        *webhooks.routes(),
+        *nlg.routes(),
+        *webchat.routes(),
+        *component_routes(settings),
+    ]
+    app = Starlette(routes=routes, lifespan=lifespan)
+    app.state.services = services if services is not None else Services.build(settings)
+    return app
+
+
+async def _redelivery_loop(services: Services, stop: asyncio.Event, interval_s: float) -> None:
+    while not stop.is_set():
+        try:
+            await pipeline.redeliver_pending(services)
+        except Exception:
+            log.exception("redelivery failed")
+        try:
+            await asyncio.wait_for(stop.wait(), timeout=interval_s)
+        except TimeoutError:
+            pass
