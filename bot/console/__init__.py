@@ -1,0 +1,1 @@
+"""The mentor console: queue, conversations, live updates (server-rendered, at /console)."""
