@@ -1,0 +1,66 @@
+"""Audit entries about a learner's data: who did what, never what was said or who the learner is."""
+
+from __future__ import annotations
+
+import secrets
+from typing import TYPE_CHECKING, Any
+
+from bot.log_privacy import SENSITIVE_EXTRA_FIELDS, contact_ref
+from bot.models import AuditEntry
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncSession
+
+    from bot.config import Settings
+
+SUBJECT_REF_LENGTH = 16
+
+
+def subject_ref(settings: Settings, contact_key_or_learner_id: str) -> str:
+    """The pseudonymous `audit_log.subject_ref` of a contact key (or `learner:<id>`)."""
+    return contact_ref(contact_key_or_learner_id, settings.secret_key, length=SUBJECT_REF_LENGTH)
+
+
+def erased_ref() -> str:
+    """A fresh reference for the entries of an erased subject: still grouped, no longer linkable."""
+    return "erased_" + secrets.token_hex(8)
+
+
+def clean_detail(detail: dict[str, Any] | None, needles: set[str] | None = None) -> dict[str, Any] | None:
+    """Drop text and name fields, and any value that contains one of `needles` (keys, numbers, names)."""
+    if not detail:
+        return detail
+    lowered = {n.lower() for n in (needles or set()) if n}
+    cleaned: dict[str, Any] = {}
+    for key, value in detail.items():
+        if key.lower() in SENSITIVE_EXTRA_FIELDS:
+            continue
+        if isinstance(value, dict):
+            cleaned[key] = clean_detail(value, needles)
+            continue
+        flat = str(value).lower()
+        if any(n in flat for n in lowered):
+            continue
+        cleaned[key] = value
+    return cleaned
+
+
+async def record_audit(
+    session: AsyncSession,
+    settings: Settings,
+    *,
+    actor: str,
+    action: str,
+    contact_key: str | None = None,
+    detail: dict[str, Any] | None = None,
+) -> AuditEntry:
+    """Add an audit entry in the caller's transaction; `detail` must hold ids and counts, not text."""
+    entry = AuditEntry(
+        actor=actor,
+        action=action,
+        subject_ref=subject_ref(settings, contact_key) if contact_key else None,
+        detail=clean_detail(detail),
+    )
+    session.add(entry)
+    await session.flush()
+    return entry
