@@ -1,0 +1,341 @@
+"""Personal answers from the learner's own record: enrolments, deadlines, credits, recognition, certificates.
+
+Every action first checks the shared-phone PIN and the link; then it reads the
+platform (through the cached, retried, circuit-broken client) and renders from
+the catalogue in the learner's language and time zone. A platform 404 unlinks
+the chat (gateway command `unlink`); an outage gets an honest answer and the
+offer of a mentor. Nothing is said before all data is in, so an error never
+leaves half an answer.
+"""
+
+from __future__ import annotations
+
+import difflib
+import logging
+import re
+import unicodedata
+from abc import ABC, abstractmethod
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+from functools import lru_cache
+from typing import Any
+
+from babel import Locale
+from rasa_sdk import Action, Tracker
+from rasa_sdk.executor import CollectingDispatcher
+
+from bot.catalogue import Catalogue, Rendered, day_phrase, get_catalogue, local_time, number
+from bot.config import LANGUAGES
+from bot.db import utcnow
+from flows.context import LearnerContext, gateway_command, learner_context, say, say_key
+from integrations.platform import (
+    Deadline,
+    Enrolment,
+    LearnerNotFound,
+    PlatformClient,
+    PlatformDataError,
+    PlatformUnavailable,
+    make_platform_client,
+)
+
+log = logging.getLogger(__name__)
+
+DEADLINE_WINDOW = timedelta(days=30)
+COURSE_DEADLINE_WINDOW = timedelta(days=365)
+MAX_DEADLINES = 3
+MAX_UNIVERSITIES = 5
+
+_client: PlatformClient | None = None
+
+
+def platform_client() -> PlatformClient:
+    """The action server's platform client, built on first use from the environment."""
+    global _client
+    if _client is None:
+        from bot.config import Settings
+        from bot.coordination import make_coordinator
+
+        settings = Settings.from_env()
+        _client = make_platform_client(settings, make_coordinator(settings.redis_url, settings.redis_prefix))
+    return _client
+
+
+def set_platform_client(client: PlatformClient | None) -> None:
+    """Replace the client (tests; an action server with its own wiring)."""
+    global _client
+    _client = client
+
+
+# --- helpers -------------------------------------------------------------------
+
+def _fold(text: str) -> str:
+    """Lower case, no accents, no punctuation: for loose matching of course and country names."""
+    decomposed = unicodedata.normalize("NFKD", text.casefold())
+    stripped = "".join(ch for ch in decomposed if not unicodedata.combining(ch))
+    return " ".join(re.sub(r"[^\w]+", " ", stripped).split())
+
+
+def match_course(wanted: str, titles: Iterable[tuple[str, str]]) -> str | None:
+    """The course id whose title (or id) best matches `wanted`, loosely; None if nothing is close."""
+    target = _fold(wanted)
+    if not target:
+        return None
+    best: tuple[float, str] | None = None
+    for course_id, title in titles:
+        folded = _fold(title)
+        if target in (_fold(course_id), folded):
+            return course_id
+        score = difflib.SequenceMatcher(None, target, folded).ratio()
+        words, title_words = set(target.split()), set(folded.split())
+        if target in folded or folded in target:
+            score = max(score, 0.9)
+        elif words and title_words:
+            score = max(score, 0.85 * len(words & title_words) / len(words))
+        if best is None or score > best[0]:
+            best = (score, course_id)
+    return best[1] if best is not None and best[0] >= 0.6 else None
+
+
+@lru_cache(maxsize=1)
+def _country_names() -> dict[str, str]:
+    """Folded country name (in each catalogue language) -> ISO code."""
+    names: dict[str, str] = {}
+    for lang in LANGUAGES:
+        for code, name in Locale.parse(lang).territories.items():
+            if len(code) == 2 and code.isalpha():
+                names.setdefault(_fold(name), code)
+    return names
+
+
+def resolve_country(raw: str | None) -> str | None:
+    """`DE`, `Germany`, `Allemagne`, `ألمانيا`, `آلمان` -> `DE`; None when unknown."""
+    if not raw:
+        return None
+    text = raw.strip()
+    if len(text) == 2 and text.isalpha():
+        return text.upper()
+    folded = _fold(text)
+    names = _country_names()
+    if folded in names:
+        return names[folded]
+    for prefix in ("the ", "la ", "le ", "l ", "al"):
+        if folded.startswith(prefix) and folded[len(prefix):].strip() in names:
+            return names[folded[len(prefix):].strip()]
+    close = difflib.get_close_matches(folded, list(names), n=1, cutoff=0.85)
+    return names[close[0]] if close else None
+
+
+def country_name(code: str, language: str) -> str:
+    try:
+        return str(Locale.parse(language).territories.get(code.upper(), code))
+    except (ValueError, TypeError):
+        return code
+
+
+def _entity_or_slot(tracker: Tracker, name: str) -> str | None:
+    value = next(tracker.get_latest_entity_values(name), None)
+    if not value and name in (tracker.slots or {}):
+        value = tracker.get_slot(name)
+    if isinstance(value, list):
+        value = value[0] if value else None
+    return str(value).strip() if value else None
+
+
+def _join(lines: list[str]) -> str:
+    return "\n".join(lines)
+
+
+def _status_label(cat: Catalogue, status: str, language: str) -> str:
+    key = f"learner_enrolment_status_{status}"
+    return cat.text(key, language) if cat.has(key) else status
+
+
+# --- the shared frame of every personal answer -----------------------------------
+
+class PersonalAction(Action, ABC):  # type: ignore[misc]
+    """PIN check, link check, platform errors; subclasses compose the answer (abstract: not registered)."""
+
+    @abstractmethod
+    def name(self) -> str: ...
+
+    @abstractmethod
+    async def answer(self, ctx: LearnerContext, learner_id: str, tracker: Tracker, client: PlatformClient,
+                     now: datetime) -> list[Rendered]: ...
+
+    async def run(
+        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict[str, Any]
+    ) -> list[dict[str, Any]]:
+        ctx = learner_context(tracker)
+        cat = get_catalogue()
+        if ctx.pin_required:
+            say_key(dispatcher, ctx, "pin_required" if cat.has("pin_required") else "learner_pin_required")
+            return []
+        if ctx.learner_id is None:
+            say_key(dispatcher, ctx, "learner_not_linked")
+            return []
+        try:
+            replies = await self.answer(ctx, ctx.learner_id, tracker, platform_client(), utcnow())
+        except LearnerNotFound:
+            gateway_command(dispatcher, "unlink")
+            say_key(dispatcher, ctx, "learner_unknown")
+            return []
+        except (PlatformUnavailable, PlatformDataError) as exc:
+            log.warning("%s: platform answer unusable: %s", self.name(), exc)
+            say_key(dispatcher, ctx, "learner_platform_down")
+            return []
+        for reply in replies:
+            say(dispatcher, reply)
+        return []
+
+
+class ActionEnrolmentStatus(PersonalAction):
+    """Each enrolment with its status and progress."""
+
+    def name(self) -> str:
+        return "action_enrolment_status"
+
+    async def answer(self, ctx: LearnerContext, learner_id: str, tracker: Tracker, client: PlatformClient,
+                     now: datetime) -> list[Rendered]:
+        cat, lang = get_catalogue(), ctx.language
+        enrolments = await client.enrolments(learner_id)
+        if not enrolments:
+            return [cat.render("learner_enrolments_none", lang)]
+        order = {"active": 0, "pending": 1, "completed": 2, "dropped": 3}
+        lines = [cat.text("learner_enrolments_header", lang)]
+        for e in sorted(enrolments, key=lambda e: (order.get(e.status, 4), e.course_title)):
+            lines.append(cat.text("learner_enrolment_line", lang, course=e.course_title, provider=e.provider,
+                                  status=_status_label(cat, e.status, lang),
+                                  progress=number(round(e.progress_pct), lang)))
+        return [Rendered(_join(lines))]
+
+
+class ActionDeadlines(PersonalAction):
+    """The next three open deadlines within 30 days, or those of one named course."""
+
+    def name(self) -> str:
+        return "action_deadlines"
+
+    async def answer(self, ctx: LearnerContext, learner_id: str, tracker: Tracker, client: PlatformClient,
+                     now: datetime) -> list[Rendered]:
+        cat, lang = get_catalogue(), ctx.language
+        wanted = _entity_or_slot(tracker, "course")
+        # the window starts on the hour so the cache serves a whole conversation
+        start = now.replace(minute=0, second=0, microsecond=0)
+        span = COURSE_DEADLINE_WINDOW if wanted else DEADLINE_WINDOW
+        items = await client.deadlines(learner_id, start, start + span + timedelta(hours=1))
+        tz = ctx.timezone or (await client.learner(learner_id)).timezone
+        open_items = [d for d in items if not d.submitted and now <= d.due_at <= now + span]
+        if wanted:
+            enrolments = await client.enrolments(learner_id)
+            titles = {e.course_id: e.course_title for e in enrolments}
+            titles.update({d.course_id: d.course_title for d in items})
+            course_id = match_course(wanted, titles.items())
+            if course_id is None:
+                courses = ", ".join(sorted({e.course_title for e in enrolments})) or "-"
+                return [cat.render("learner_deadlines_course_unknown", lang, course=wanted, courses=courses)]
+            title = titles[course_id]
+            mine = [d for d in open_items if d.course_id == course_id]
+            if not mine:
+                return [cat.render("learner_deadlines_course_none", lang, course=title)]
+            header = cat.text("learner_deadlines_course_header", lang, course=title)
+            return [Rendered(_join([header, *self._lines(cat, mine, now, tz, lang)]))]
+        if not open_items:
+            return [cat.render("learner_deadlines_none", lang)]
+        header = cat.text("learner_deadlines_header", lang)
+        return [Rendered(_join([header, *self._lines(cat, open_items[:MAX_DEADLINES], now, tz, lang)]))]
+
+    @staticmethod
+    def _lines(cat: Catalogue, items: list[Deadline], now: datetime, tz: str | None, lang: str) -> list[str]:
+        return [
+            cat.text("learner_deadline_line", lang, day=day_phrase(d.due_at, now, tz, lang),
+                     time=local_time(d.due_at, tz, lang), title=d.title, course=d.course_title)
+            for d in items
+        ]
+
+
+class ActionCredits(PersonalAction):
+    """Earned and in-progress ECTS, module by module."""
+
+    def name(self) -> str:
+        return "action_credits"
+
+    async def answer(self, ctx: LearnerContext, learner_id: str, tracker: Tracker, client: PlatformClient,
+                     now: datetime) -> list[Rendered]:
+        cat, lang = get_catalogue(), ctx.language
+        credits = await client.credits(learner_id)
+        if not credits:
+            return [cat.render("learner_credits_none", lang)]
+        earned = [c for c in credits if c.status == "earned"]
+        progress = [c for c in credits if c.status == "in_progress"]
+        lines = [cat.text("learner_credits_summary", lang, earned=number(sum(c.ects for c in earned), lang),
+                          in_progress=number(sum(c.ects for c in progress), lang))]
+        for header, group in (("learner_credits_earned_header", earned), ("learner_credits_progress_header", progress)):
+            if group:
+                lines.append(cat.text(header, lang))
+                lines.extend(cat.text("learner_credit_line", lang, module=c.module_title, ects=number(c.ects, lang))
+                             for c in group)
+        return [Rendered(_join(lines))]
+
+
+class ActionRecognition(PersonalAction):
+    """Which earned modules partner universities (of a country, or one university) would recognise."""
+
+    def name(self) -> str:
+        return "action_recognition"
+
+    async def answer(self, ctx: LearnerContext, learner_id: str, tracker: Tracker, client: PlatformClient,
+                     now: datetime) -> list[Rendered]:
+        cat, lang = get_catalogue(), ctx.language
+        country_raw = _entity_or_slot(tracker, "country")
+        university = _entity_or_slot(tracker, "university")
+        country = resolve_country(country_raw) or (country_raw.strip() if country_raw else None)
+        credits = await client.credits(learner_id)
+        universities = await client.recognition(country=country, university=university)
+        if university:
+            place = university
+        elif country:
+            place = country_name(country, lang) if len(country) == 2 else country
+        else:
+            place = ""
+        earned = {c.module_id for c in credits if c.status == "earned"}
+        if not earned:
+            return [cat.render("learner_recognition_no_credits", lang)]
+        results = []
+        for uni in universities:
+            modules = [m for m in uni.modules if m.module_id in earned]
+            if modules:
+                results.append((sum(m.ects for m in modules), uni, modules))
+        if not results:
+            return [cat.render("learner_recognition_none", lang, place=place or "-")]
+        results.sort(key=lambda r: (-r[0], r[1].university_name))
+        header = (cat.text("learner_recognition_header", lang, place=place) if place
+                  else cat.text("learner_recognition_header_all", lang))
+        lines = [header]
+        for ects, uni, modules in results[:MAX_UNIVERSITIES]:
+            lines.append(cat.text(
+                "learner_recognition_line", lang, university=uni.university_name,
+                country=country_name(uni.country, lang), modules=", ".join(m.module_title for m in modules),
+                ects=number(ects, lang), url=uni.info_url,
+            ))
+        if not place:
+            lines.append(cat.text("learner_recognition_hint", lang))
+        return [Rendered(_join(lines))]
+
+
+class ActionCertificate(PersonalAction):
+    """Completed courses and how to get their certificates."""
+
+    def name(self) -> str:
+        return "action_certificate"
+
+    async def answer(self, ctx: LearnerContext, learner_id: str, tracker: Tracker, client: PlatformClient,
+                     now: datetime) -> list[Rendered]:
+        cat, lang = get_catalogue(), ctx.language
+        completed: list[Enrolment] = [e for e in await client.enrolments(learner_id) if e.status == "completed"]
+        if not completed:
+            return [cat.render("learner_certificate_none", lang)]
+        lines = [cat.text("learner_certificate_header", lang)]
+        lines.extend(cat.text("learner_certificate_line", lang, course=e.course_title, provider=e.provider)
+                     for e in sorted(completed, key=lambda e: e.course_title))
+        lines.append(cat.text("learner_certificate_howto", lang))
+        return [Rendered(_join(lines))]
