@@ -1,0 +1,67 @@
+"""The reminders worker job: plan, dispatch due reminders, expand due broadcasts, send."""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import datetime
+
+from bot.coordination import LockTimeout
+from bot.db import utcnow
+from bot.reminders.broadcasts import expand_due_broadcasts, finish_broadcasts, platform_client
+from bot.reminders.dispatch import dispatch_due_reminders
+from bot.reminders.planner import PLAN_LOCK, PlanStats, plan_reminders
+from bot.services import Services
+
+log = logging.getLogger(__name__)
+
+LAST_PLAN_KEY = "reminders:last_plan"
+DEFAULT_PLAN_INTERVAL_S = 900.0
+SEND_LIMIT = 500
+
+
+def plan_interval_s(services: Services) -> float:
+    raw = services.settings.extra.get("SANAD_REMINDER_PLAN_INTERVAL_S")
+    try:
+        return float(raw) if raw else DEFAULT_PLAN_INTERVAL_S
+    except ValueError as exc:
+        raise ValueError("SANAD_REMINDER_PLAN_INTERVAL_S must be a number") from exc
+
+
+async def plan_if_due(services: Services, now: datetime | None = None, force: bool = False) -> PlanStats | None:
+    """Plan at most once per interval across all workers (a Redis lock and timestamp when configured)."""
+    coord = services.coord
+    if not force:
+        last = await coord.cache_get(LAST_PLAN_KEY)
+        if last is not None and time.time() - float(last) < plan_interval_s(services):
+            return None
+    try:
+        async with coord.lock(PLAN_LOCK, ttl_s=600.0, wait_s=0.05):
+            from integrations.platform import PlatformError
+
+            try:
+                stats = await plan_reminders(services, platform_client(services), now)
+            except PlatformError as exc:
+                # keep what is planned; the next tick tries again
+                log.warning("reminder planning skipped: platform unavailable (%s)", type(exc).__name__)
+                return None
+            await coord.cache_set(LAST_PLAN_KEY, str(time.time()), ttl_s=86400.0)
+            return stats
+    except LockTimeout:
+        return None  # another worker is planning
+
+
+async def job(services: Services) -> None:
+    """Plan due reminders, queue the due ones, expand due broadcasts and send a batch of the outbox."""
+    from bot.sending import OutboxSender
+
+    now = utcnow()
+    await plan_if_due(services, now)
+    await dispatch_due_reminders(services, now)
+    await expand_due_broadcasts(services, now)
+    sender = services.extras.get("sender")
+    if not isinstance(sender, OutboxSender):
+        sender = OutboxSender(services)
+        services.extras["sender"] = sender
+    await sender.run_once(SEND_LIMIT)
+    await finish_broadcasts(services)

@@ -1,0 +1,344 @@
+"""Plans deadline reminders from the platform's global deadline feed, in bulk.
+
+For every linked, opted-in contact and each of its learner's deadlines in the coming
+window, one reminder per offset (`REMINDER_OFFSETS_H`, default 168 h and 24 h before)
+with the idempotency key `reminder:{learner}:{deadline}:{offset}`. Planning is
+set-based: one query for the contacts, bulk upserts (`ON CONFLICT`) in chunks, one
+UPDATE each for expiry and cancellation, never a query per learner.
+
+- Planning again never adds a second reminder (the key is unique).
+- A moved deadline moves its reminders that are not sent yet (the upsert rewrites
+  `due_at`/`send_at` of rows still `planned`, `cancelled`, or `expired` with another due date).
+- A submitted deadline (`submitted_at` set), one the feed no longer lists, or one of a
+  learner who opted out, stopped or unlinked: its planned reminders are cancelled.
+- A reminder whose time passed while no worker ran stays sendable for `REMINDER_GRACE_S`
+  after its time, then it is marked `expired` (never sent late).
+- Quiet hours are applied here in the learner's zone (`bot.reminders.quiet`) and again at
+  dispatch time, because a worker that was down may find a reminder at night.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
+
+from sqlalchemy import func, select, text, update
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bot.db import as_utc, utcnow
+from bot.models import Contact, Outbox, Reminder
+from bot.reminders.quiet import shift_out_of_quiet
+from bot.services import Services
+
+log = logging.getLogger(__name__)
+
+CHUNK_ROWS = 20_000
+# a deadline enters the window this long before its earliest reminder is due
+LOOKAHEAD_MARGIN = timedelta(hours=24)
+PLAN_LOCK = "reminders:plan"
+
+
+class DeadlineItem(Protocol):
+    """One item of `GET /v1/deadlines` (attributes or dict keys)."""
+
+
+class DeadlineSource(Protocol):
+    """What planning needs from the platform client: every learner's deadlines in a window."""
+
+    def all_deadlines(self, from_: datetime | None = None, to: datetime | None = None) -> AsyncIterator[Any]: ...
+
+
+def reminder_key(learner_id: str, deadline_id: str, offset_h: int) -> str:
+    return f"reminder:{learner_id}:{deadline_id}:{offset_h}"
+
+
+def _get(item: Any, name: str) -> Any:
+    return item.get(name) if isinstance(item, dict) else getattr(item, name, None)
+
+
+def _as_datetime(value: Any) -> datetime | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, datetime):
+        return as_utc(value)
+    try:
+        parsed = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return as_utc(parsed)
+
+
+def iter_deadlines(source: Any, start: datetime, end: datetime) -> AsyncIterator[Any]:
+    """The platform client's `all_deadlines(from_, to)`, or a double's `iter_all_deadlines(start, end)`."""
+    if hasattr(source, "all_deadlines"):
+        return source.all_deadlines(start, end)  # type: ignore[no-any-return]
+    if hasattr(source, "iter_all_deadlines"):
+        return source.iter_all_deadlines(start, end)  # type: ignore[no-any-return]
+    raise TypeError("deadline source needs all_deadlines(from_, to) or iter_all_deadlines(start, end)")
+
+
+@dataclass
+class PlanStats:
+    """What one planning pass did."""
+
+    contacts: int = 0
+    deadlines_seen: int = 0
+    upserted: int = 0
+    skipped_late: int = 0
+    cancelled: int = 0
+    expired: int = 0
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class _Target:
+    contact_id: int
+    timezone: str | None
+
+
+async def eligible_contacts(session: AsyncSession) -> dict[str, _Target]:
+    """learner_id -> the contact reminders go to: linked, opted in, not stopped; when a learner has
+    several chats, the one they wrote from most recently."""
+    rows = (
+        await session.execute(
+            select(Contact.id, Contact.learner_id, Contact.timezone, Contact.last_inbound_at, Contact.linked_at)
+            .where(
+                Contact.learner_id.is_not(None),
+                Contact.reminders_opt_out.is_(False),
+                Contact.stopped.is_(False),
+            )
+        )
+    ).all()
+    epoch = datetime(1970, 1, 1, tzinfo=UTC)
+    best: dict[str, tuple[datetime, int, _Target]] = {}
+    for contact_id, learner_id, tz, last_inbound, linked in rows:
+        if learner_id is None:
+            continue
+        recency = as_utc(last_inbound or linked or epoch)
+        current = best.get(learner_id)
+        if current is None or (recency, contact_id) > (current[0], current[1]):
+            best[learner_id] = (recency, contact_id, _Target(contact_id, tz))
+    return {learner: entry[2] for learner, entry in best.items()}
+
+
+async def expire_overdue(session: AsyncSession, now: datetime, grace_s: float) -> int:
+    """Planned reminders whose time is more than the grace period ago are never sent."""
+    result = await session.execute(
+        update(Reminder)
+        .where(Reminder.status == "planned", Reminder.send_at < now - timedelta(seconds=grace_s))
+        .values(status="expired", updated_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+_PG_UPSERT = text(
+    """
+    INSERT INTO reminders (idempotency_key, learner_id, contact_id, deadline_id, offset_h,
+                           due_at, send_at, status, data, created_at, updated_at)
+    SELECT k, l, c, d, o, du, s, 'planned', CAST(dt AS json), :now, :now
+    FROM unnest(CAST(:keys AS text[]), CAST(:learners AS text[]), CAST(:contacts AS bigint[]),
+                CAST(:deadlines AS text[]), CAST(:offsets AS int[]), CAST(:dues AS timestamptz[]),
+                CAST(:sends AS timestamptz[]), CAST(:datas AS text[])) AS t(k, l, c, d, o, du, s, dt)
+    ON CONFLICT (idempotency_key) DO UPDATE SET
+        contact_id = EXCLUDED.contact_id, due_at = EXCLUDED.due_at, send_at = EXCLUDED.send_at,
+        data = EXCLUDED.data, status = 'planned', updated_at = EXCLUDED.updated_at
+    WHERE reminders.status IN ('planned', 'cancelled')
+       OR (reminders.status = 'expired' AND reminders.due_at <> EXCLUDED.due_at)
+    """
+)
+
+
+async def _upsert(session: AsyncSession, rows: list[dict[str, Any]], now: datetime, postgres: bool) -> None:
+    """Insert new reminders and move/revive unsent ones, in one statement per chunk."""
+    if not rows:
+        return
+    if postgres:
+        await session.execute(
+            _PG_UPSERT,
+            {
+                "now": now,
+                "keys": [r["idempotency_key"] for r in rows],
+                "learners": [r["learner_id"] for r in rows],
+                "contacts": [r["contact_id"] for r in rows],
+                "deadlines": [r["deadline_id"] for r in rows],
+                "offsets": [r["offset_h"] for r in rows],
+                "dues": [r["due_at"] for r in rows],
+                "sends": [r["send_at"] for r in rows],
+                "datas": [json.dumps(r["data"], ensure_ascii=False) for r in rows],
+            },
+        )
+        return
+    stmt = sqlite_insert(Reminder)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[Reminder.idempotency_key],
+        set_={
+            "contact_id": stmt.excluded.contact_id,
+            "due_at": stmt.excluded.due_at,
+            "send_at": stmt.excluded.send_at,
+            "data": stmt.excluded.data,
+            "status": "planned",
+            "updated_at": stmt.excluded.updated_at,
+        },
+        where=(Reminder.status.in_(("planned", "cancelled")))
+        | ((Reminder.status == "expired") & (Reminder.due_at != stmt.excluded.due_at)),
+    )
+    for row in rows:
+        row.update(status="planned", created_at=now, updated_at=now)
+    await session.execute(stmt, rows)
+
+
+async def cancel_for_submitted(session: AsyncSession, keys: list[str], now: datetime) -> int:
+    """A submitted deadline: cancel its planned reminders and the ones queued but not sent yet."""
+    cancelled = 0
+    for start in range(0, len(keys), 5000):
+        chunk = keys[start : start + 5000]
+        result = await session.execute(
+            update(Reminder)
+            .where(Reminder.idempotency_key.in_(chunk), Reminder.status.in_(("planned", "queued")))
+            .values(status="cancelled", updated_at=now)
+            .execution_options(synchronize_session=False)
+        )
+        cancelled += int(getattr(result, "rowcount", 0) or 0)
+        await session.execute(
+            update(Outbox)
+            .where(Outbox.idempotency_key.in_(chunk), Outbox.status == "queued")
+            .values(status="cancelled", last_error="submitted")
+            .execution_options(synchronize_session=False)
+        )
+    return cancelled
+
+
+def planning_window(now: datetime, offsets_h: Iterable[int]) -> tuple[datetime, datetime]:
+    """Deadlines due from now until the earliest reminder of the farthest offset, plus a margin."""
+    return now, now + timedelta(hours=max(offsets_h, default=24)) + LOOKAHEAD_MARGIN
+
+
+async def plan_reminders(services: Services, source: Any, now: datetime | None = None) -> PlanStats:
+    """One planning pass over the platform's deadlines feed (see the module docstring)."""
+    started = time.perf_counter()
+    settings = services.settings
+    now = now or utcnow()
+    offsets = sorted({int(h) for h in settings.reminder_offsets_h if int(h) > 0}, reverse=True)
+    if not offsets:
+        raise ValueError("REMINDER_OFFSETS_H must list at least one positive number of hours")
+    grace = timedelta(seconds=settings.reminder_grace_s)
+    quiet_start, quiet_end_h = settings.quiet_hours_start, settings.quiet_hours_end
+    postgres = not services.db.is_sqlite
+    window_start, window_end = planning_window(now, offsets)
+    stats = PlanStats()
+
+    async with services.db.session() as session:
+        stats.expired = await expire_overdue(session, now, settings.reminder_grace_s)
+        targets = await eligible_contacts(session)
+    stats.contacts = len(targets)
+
+    pending: list[dict[str, Any]] = []
+    submitted: list[str] = []
+
+    async def flush() -> None:
+        if pending:
+            async with services.db.session() as session:
+                await _upsert(session, pending, now, postgres)
+            stats.upserted += len(pending)
+            pending.clear()
+
+    async for item in iter_deadlines(source, window_start, window_end):
+        stats.deadlines_seen += 1
+        learner_id = _get(item, "learner_id")
+        target = targets.get(str(learner_id)) if learner_id is not None else None
+        if target is None:
+            continue
+        deadline_id = str(_get(item, "id"))
+        due_at = _as_datetime(_get(item, "due_at"))
+        if due_at is None:
+            continue
+        if _get(item, "submitted_at") is not None:
+            submitted.extend(reminder_key(str(learner_id), deadline_id, h) for h in offsets)
+            continue
+        data = {
+            "title": _get(item, "title") or "",
+            "course_title": _get(item, "course_title") or "",
+            "course_id": _get(item, "course_id") or "",
+            "kind": _get(item, "kind") or "deadline",
+        }
+        for offset_h in offsets:
+            send_at = due_at - timedelta(hours=offset_h)
+            send_at = shift_out_of_quiet(send_at, due_at, target.timezone, quiet_start, quiet_end_h)
+            if send_at + grace < now or due_at <= now:
+                stats.skipped_late += 1
+                continue
+            pending.append(
+                {
+                    "idempotency_key": reminder_key(str(learner_id), deadline_id, offset_h),
+                    "learner_id": str(learner_id),
+                    "contact_id": target.contact_id,
+                    "deadline_id": deadline_id,
+                    "offset_h": offset_h,
+                    "due_at": due_at,
+                    "send_at": send_at,
+                    "data": data,
+                }
+            )
+        if len(pending) >= CHUNK_ROWS:
+            await flush()
+    await flush()
+
+    async with services.db.session() as session:
+        if submitted:
+            stats.cancelled += await cancel_for_submitted(session, submitted, now)
+        # everything still planned in the window that this pass did not touch: removed deadlines,
+        # learners who opted out, stopped or unlinked
+        result = await session.execute(
+            update(Reminder)
+            .where(
+                Reminder.status == "planned",
+                Reminder.due_at > window_start,
+                Reminder.due_at < window_end,
+                Reminder.updated_at < now,
+            )
+            .values(status="cancelled", updated_at=now)
+            .execution_options(synchronize_session=False)
+        )
+        stats.cancelled += int(getattr(result, "rowcount", 0) or 0)
+    stats.seconds = time.perf_counter() - started
+    log.info(
+        "planned reminders: contacts=%d deadlines=%d upserted=%d cancelled=%d expired=%d in %.2f s",
+        stats.contacts, stats.deadlines_seen, stats.upserted, stats.cancelled, stats.expired, stats.seconds,
+    )
+    return stats
+
+
+async def cancel_contact_reminders(session: AsyncSession, contact_id: int, reason: str) -> int:
+    """Opt-out or stop: cancel the contact's planned reminders and its proactive messages not sent yet."""
+    now = utcnow()
+    result = await session.execute(
+        update(Reminder)
+        .where(Reminder.contact_id == contact_id, Reminder.status.in_(("planned", "queued")))
+        .values(status="cancelled", updated_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    await session.execute(
+        update(Outbox)
+        .where(
+            Outbox.contact_id == contact_id,
+            Outbox.status == "queued",
+            Outbox.origin.in_(("reminder", "broadcast")),
+        )
+        .values(status="cancelled", last_error=reason)
+        .execution_options(synchronize_session=False)
+    )
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+async def count_by_status(services: Services) -> dict[str, int]:
+    """Reminders per status (CLI, metrics and tests)."""
+    async with services.db.session() as session:
+        rows = (await session.execute(select(Reminder.status, func.count()).group_by(Reminder.status))).all()
+    return {str(status): int(n) for status, n in rows}
