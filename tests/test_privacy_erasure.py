@@ -24,8 +24,8 @@ from bot.models import (
     Handoff,
     InboundMessage,
     LinkToken,
-    MentorNote,
     Mentor,
+    MentorNote,
     Outbox,
     Reminder,
 )
@@ -136,7 +136,7 @@ async def populate(services: Services) -> dict[str, Any]:
     await coord.cache_set(f"pin:{KEY}", "{}", 60)
     await coord.hit(f"inbound:{KEY2}", 60)
     await coord.pause(f"chat:{KEY}", 30)
-    await coord.cache_set(f"platform:L-other:enrolments", "{}", 60)
+    await coord.cache_set("platform:L-other:enrolments", "{}", 60)
     await coord.hit(f"inbound:{BYSTANDER}", 60)
     return ids
 
