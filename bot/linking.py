@@ -35,6 +35,7 @@ from bot.db import as_utc, utcnow
 from bot.interceptors import Intercepted, interceptor
 from bot.models import Contact, InboundMessage, LinkToken
 from integrations.platform import (
+    DEMO_PLATFORM_TOKEN,
     Learner,
     LearnerNotFound,
     PlatformClient,
@@ -431,8 +432,9 @@ async def cli_link_token(learner_id: str, check: bool = True, settings: Any = No
 
             from integrations.demo_platform import demo_app
 
-            services.extras[PLATFORM_EXTRA] = make_platform_client(
-                settings, services.coord, transport=httpx.ASGITransport(app=demo_app())
+            services.extras[PLATFORM_EXTRA] = PlatformClient(
+                "http://demo-platform.invalid", DEMO_PLATFORM_TOKEN, services.coord,
+                transport=httpx.ASGITransport(app=demo_app()),
             )
         if check:
             try:

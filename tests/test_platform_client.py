@@ -12,7 +12,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from conftest import REDIS_URL, make_settings
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
@@ -29,6 +28,7 @@ from integrations.platform import (
     make_platform_client,
     parse_retry_after,
 )
+from tests.conftest import REDIS_URL, make_settings
 
 TOKEN = "double-token"
 LEARNER = {"id": "42", "first_name": "Amina", "preferred_language": "ar", "timezone": "Asia/Amman",
