@@ -99,11 +99,11 @@ class Catalogue:
             return self.entries[DEFAULT_LANGUAGE][key]
         raise KeyError(key)
 
-    def text(self, key: str, language: str, **params: Any) -> str:
+    def text(self, key: str, language: str, /, **params: Any) -> str:
         """Just the text of an entry, formatted."""
         return self.render(key, language, **params).text
 
-    def render(self, key: str, language: str, **params: Any) -> Rendered:
+    def render(self, key: str, language: str, /, **params: Any) -> Rendered:
         """Render `key` in `language` (falls back to English for an unknown language)."""
         raw = self.entry(key, language)
         values = _SafeDict(params)

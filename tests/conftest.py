@@ -106,3 +106,117 @@ async def sqlite_services(tmp_path: Path) -> AsyncIterator[Services]:
         yield svc
     finally:
         await svc.close()
+
+
+# --- the gateway with local doubles of Telegram, Twilio and Rasa ---------------------
+
+TELEGRAM_TOKEN = "123456:TEST-token"
+TELEGRAM_SECRET = "telegram-webhook-secret"
+TWILIO_SID = "AC" + "0" * 32
+TWILIO_TOKEN = "twilio-auth-token"
+TWILIO_FROM = "whatsapp:+14155238886"
+
+
+class Gateway:
+    """A running gateway app (in-process ASGI) and the doubles it talks to."""
+
+    def __init__(self, services: Services, app: Any, client: Any, bot_api: Any, twilio: Any, rasa: Any) -> None:
+        self.services, self.app, self.client = services, app, client
+        self.bot_api, self.twilio, self.rasa = bot_api, twilio, rasa
+
+    async def telegram(self, update: dict[str, Any] | bytes, secret: str | None = TELEGRAM_SECRET) -> Any:
+        body = update if isinstance(update, bytes) else __import__("json").dumps(update).encode()
+        headers = {"content-type": "application/json"}
+        if secret is not None:
+            headers["x-telegram-bot-api-secret-token"] = secret
+        return await self.client.post("/webhooks/telegram", content=body, headers=headers)
+
+    async def whatsapp(self, form: dict[str, str], path: str = "/webhooks/whatsapp", sign: bool = True,
+                       signature: str | None = None) -> Any:
+        from twilio.request_validator import RequestValidator
+
+        headers = {"content-type": "application/x-www-form-urlencoded"}
+        if signature is not None:
+            headers["x-twilio-signature"] = signature
+        elif sign:
+            url = self.services.settings.public_base_url + path
+            headers["x-twilio-signature"] = RequestValidator(TWILIO_TOKEN).compute_signature(url, form)
+        return await self.client.post(path, data=form, headers=headers)
+
+    async def settle(self) -> None:
+        from bot import pipeline
+
+        await pipeline.drain()
+
+
+def gateway_env(bot_api_url: str, twilio_url: str, rasa_url: str) -> dict[str, str]:
+    return {
+        "TELEGRAM_BOT_TOKEN": TELEGRAM_TOKEN,
+        "TELEGRAM_WEBHOOK_SECRET": TELEGRAM_SECRET,
+        "TELEGRAM_API_BASE_URL": bot_api_url,
+        "TWILIO_ACCOUNT_SID": TWILIO_SID,
+        "TWILIO_AUTH_TOKEN": TWILIO_TOKEN,
+        "TWILIO_WHATSAPP_FROM": TWILIO_FROM,
+        "TWILIO_API_BASE_URL": twilio_url,
+        "RASA_URL": rasa_url,
+        "RASA_TIMEOUT_S": "3",
+    }
+
+
+async def _gateway(services_factory: Any) -> AsyncIterator[Gateway]:
+    import httpx
+
+    from bot.app import create_app
+    from tests.doubles import BotApiDouble, RasaDouble, TwilioDouble
+
+    async with BotApiDouble() as bot_api, TwilioDouble() as twilio, RasaDouble() as rasa:
+        services = await services_factory(gateway_env(bot_api.url, twilio.url, rasa.url))
+        app = create_app(services, run_worker=False, redelivery_interval_s=0)
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+                yield Gateway(services, app, client, bot_api, twilio, rasa)
+
+
+@pytest.fixture
+async def gateway(pg_schema: str, tmp_path: Path) -> AsyncIterator[Gateway]:
+    """The gateway on PostgreSQL + Redis with Telegram, WhatsApp and Rasa doubles."""
+    built: list[Services] = []
+
+    async def factory(env: dict[str, str]) -> Services:
+        svc = Services.build(make_settings(tmp_path, **env), schema=pg_schema)
+        built.append(svc)
+        return svc
+
+    try:
+        async for gw in _gateway(factory):
+            yield gw
+    finally:
+        for svc in built:
+            redis = getattr(svc.coord, "redis", None)
+            if redis is not None:
+                async for key in redis.scan_iter(match=svc.coord.prefix + "*"):
+                    await redis.delete(key)
+            await svc.close()
+        await truncate_all(pg_schema)
+
+
+@pytest.fixture
+async def sqlite_gateway(tmp_path: Path) -> AsyncIterator[Gateway]:
+    """The gateway on the embedded default (SQLite, no Redis) with the same doubles."""
+    built: list[Services] = []
+
+    async def factory(env: dict[str, str]) -> Services:
+        env = dict(env, DATABASE_URL=f"sqlite+aiosqlite:///{tmp_path / 'sanad.db'}")
+        settings = make_settings(tmp_path, REDIS_URL=None, **env)
+        svc = Services.build(settings)
+        await svc.db.create_all()
+        built.append(svc)
+        return svc
+
+    try:
+        async for gw in _gateway(factory):
+            yield gw
+    finally:
+        for svc in built:
+            await svc.close()

@@ -34,6 +34,8 @@ from bot.config import Settings
 from bot.text import split_text
 
 log = logging.getLogger(__name__)
+# twilio logs whole requests (numbers, bodies) at INFO: keep that out of our logs
+logging.getLogger("twilio.http_client").setLevel(logging.WARNING)
 
 TWILIO_DEFAULT_BASE = "https://api.twilio.com"
 STOP_CODES = {"21610"}  # recipient replied STOP / unsubscribed
@@ -48,10 +50,10 @@ class BaseUrlHttpClient(AsyncHttpClient):
     `https://api.twilio.com/...` URLs and this is the one place they can be redirected."""
 
     def __init__(self, base_url: str, timeout_s: float = 10.0) -> None:
-        super().__init__()
+        super().__init__(logging.getLogger("twilio.http_client"), True, timeout_s)
         self.base_url = base_url.rstrip("/")
-        self.inner = AsyncTwilioHttpClient(timeout=timeout_s)
-        self.is_async = True
+        self.timeout_s = timeout_s
+        self.inner: AsyncTwilioHttpClient | None = None  # built on first use, inside the event loop
 
     async def request(
         self,
@@ -66,10 +68,13 @@ class BaseUrlHttpClient(AsyncHttpClient):
     ) -> TwilioResponse:
         if self.base_url != TWILIO_DEFAULT_BASE and uri.startswith(TWILIO_DEFAULT_BASE):
             uri = self.base_url + uri[len(TWILIO_DEFAULT_BASE):]
+        if self.inner is None:
+            self.inner = AsyncTwilioHttpClient(timeout=self.timeout_s)
         return await self.inner.request(method, uri, params, data, headers, auth, timeout, allow_redirects)
 
     async def close(self) -> None:
-        await self.inner.close()
+        if self.inner is not None:
+            await self.inner.close()
 
 
 def media_kind(content_type: str) -> str:

@@ -1,0 +1,229 @@
+"""Local HTTP test doubles of the systems Sanad talks to: Telegram's Bot API, Twilio, Rasa.
+
+The real clients (python-telegram-bot's `Bot`, twilio's `Client`, our Rasa client) are
+pointed at these servers; nothing patches the clients themselves."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import socket
+import time
+from collections.abc import Callable
+from typing import Any
+
+from aiohttp import web
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class HttpDouble:
+    """An aiohttp server on 127.0.0.1 that records requests."""
+
+    def __init__(self) -> None:
+        self.app = web.Application()
+        self.runner: web.AppRunner | None = None
+        self.port = 0
+        self.requests: list[dict[str, Any]] = []
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def start(self) -> HttpDouble:
+        self.runner = web.AppRunner(self.app, access_log=None)
+        await self.runner.setup()
+        self.port = free_port()
+        site = web.TCPSite(self.runner, "127.0.0.1", self.port)
+        await site.start()
+        return self
+
+    async def stop(self) -> None:
+        if self.runner is not None:
+            await self.runner.cleanup()
+
+    async def __aenter__(self) -> HttpDouble:
+        return await self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+
+class BotApiDouble(HttpDouble):
+    """Telegram Bot API: sendMessage, answerCallbackQuery, getMe, setWebhook.
+
+    `fail_next` queues error answers, e.g. (429, {"retry_after": 1}) or (403, "Forbidden: bot was blocked by the user").
+    `rate_limit_per_s` makes it answer 429 above that rate (token bucket)."""
+
+    def __init__(self, rate_limit_per_s: float | None = None) -> None:
+        super().__init__()
+        self.sent: list[dict[str, Any]] = []
+        self.callbacks: list[str] = []
+        self.fail_next: list[tuple[int, Any]] = []
+        self.blocked_chats: set[str] = set()
+        self.ids = itertools.count(1000)
+        self.rate = rate_limit_per_s
+        self.tokens = 1.0
+        self.stamp = time.monotonic()
+        self.throttled = 0
+        self.arrived = asyncio.Event()
+        self.app.router.add_post("/bot{token}/{method}", self.handle)
+
+    async def _params(self, request: web.Request) -> dict[str, Any]:
+        if request.content_type == "application/json":
+            data = await request.json()
+            return dict(data) if isinstance(data, dict) else {}
+        form = await request.post()
+        params: dict[str, Any] = {}
+        for key, value in form.items():
+            text = value if isinstance(value, str) else ""
+            try:
+                params[key] = json.loads(text) if text[:1] in "{[" else text
+            except json.JSONDecodeError:
+                params[key] = text
+        return params
+
+    def _error(self, status: int, detail: Any) -> web.Response:
+        if status == 429:
+            retry = detail.get("retry_after", 1) if isinstance(detail, dict) else 1
+            body = {"ok": False, "error_code": 429, "description": f"Too Many Requests: retry after {retry}",
+                    "parameters": {"retry_after": retry}}
+        else:
+            body = {"ok": False, "error_code": status, "description": str(detail)}
+        return web.json_response(body, status=status)
+
+    async def handle(self, request: web.Request) -> web.Response:
+        method = request.match_info["method"]
+        params = await self._params(request)
+        self.requests.append({"method": method, "params": params})
+        if method == "getMe":
+            return web.json_response({"ok": True, "result": {"id": 1, "is_bot": True, "first_name": "Sanad",
+                                                             "username": "SanadBot"}})
+        if method == "answerCallbackQuery":
+            self.callbacks.append(str(params.get("callback_query_id")))
+            return web.json_response({"ok": True, "result": True})
+        if method == "setWebhook":
+            return web.json_response({"ok": True, "result": True})
+        if method != "sendMessage":
+            return web.json_response({"ok": True, "result": True})
+        if self.fail_next:
+            status, detail = self.fail_next.pop(0)
+            return self._error(status, detail)
+        chat_id = str(params.get("chat_id"))
+        if chat_id in self.blocked_chats:
+            return self._error(403, "Forbidden: bot was blocked by the user")
+        if self.rate is not None:
+            now = time.monotonic()
+            self.tokens = min(self.rate, self.tokens + (now - self.stamp) * self.rate)
+            self.stamp = now
+            if self.tokens < 1.0:
+                self.throttled += 1
+                return self._error(429, {"retry_after": 1})
+            self.tokens -= 1.0
+        message_id = next(self.ids)
+        self.sent.append({"chat_id": chat_id, "text": params.get("text"), "reply_markup": params.get("reply_markup"),
+                          "message_id": message_id, "at": time.monotonic()})
+        self.arrived.set()
+        return web.json_response({"ok": True, "result": {
+            "message_id": message_id, "date": int(time.time()),
+            "chat": {"id": int(chat_id) if chat_id.lstrip("-").isdigit() else 0, "type": "private"},
+            "text": params.get("text")}})
+
+    async def wait_for(self, count: int, timeout_s: float = 10.0) -> list[dict[str, Any]]:
+        """Wait until at least `count` messages were sent."""
+        deadline = time.monotonic() + timeout_s
+        while len(self.sent) < count and time.monotonic() < deadline:
+            self.arrived.clear()
+            try:
+                await asyncio.wait_for(self.arrived.wait(), timeout=0.2)
+            except TimeoutError:
+                pass
+        return self.sent
+
+
+class TwilioDouble(HttpDouble):
+    """Twilio's Messages resource: POST /2010-04-01/Accounts/{sid}/Messages.json."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sent: list[dict[str, str]] = []
+        self.fail_next: list[tuple[int, int]] = []  # (HTTP status, Twilio error code)
+        self.ids = itertools.count(1)
+        self.arrived = asyncio.Event()
+        self.app.router.add_post("/2010-04-01/Accounts/{sid}/Messages.json", self.handle)
+
+    async def handle(self, request: web.Request) -> web.Response:
+        form = {k: v for k, v in (await request.post()).items() if isinstance(v, str)}
+        self.requests.append(form)
+        if self.fail_next:
+            status, code = self.fail_next.pop(0)
+            return web.json_response({"code": code, "message": f"error {code}", "more_info": "", "status": status},
+                                     status=status)
+        sid = f"SM{next(self.ids):032d}"
+        self.sent.append({**form, "sid": sid})
+        self.arrived.set()
+        return web.json_response({"sid": sid, "status": "queued", "to": form.get("To"), "from": form.get("From"),
+                                  "body": form.get("Body"), "account_sid": request.match_info["sid"]}, status=201)
+
+    async def wait_for(self, count: int, timeout_s: float = 10.0) -> list[dict[str, str]]:
+        deadline = time.monotonic() + timeout_s
+        while len(self.sent) < count and time.monotonic() < deadline:
+            self.arrived.clear()
+            try:
+                await asyncio.wait_for(self.arrived.wait(), timeout=0.2)
+            except TimeoutError:
+                pass
+        return self.sent
+
+
+Responder = Callable[[dict[str, Any]], list[dict[str, Any]]]
+
+
+def echo_responder(body: dict[str, Any]) -> list[dict[str, Any]]:
+    return [{"recipient_id": body.get("sender"), "text": f"echo: {body.get('message')}"}]
+
+
+class RasaDouble(HttpDouble):
+    """Rasa's REST channel and tracker API; `up = False` makes it answer 503."""
+
+    def __init__(self, responder: Responder = echo_responder) -> None:
+        super().__init__()
+        self.responder = responder
+        self.up = True
+        self.messages: list[dict[str, Any]] = []
+        self.events: dict[str, list[dict[str, Any]]] = {}
+        self.app.router.add_get("/", self.root)
+        self.app.router.add_post("/webhooks/rest/webhook", self.webhook)
+        self.app.router.add_post("/conversations/{sender}/tracker/events", self.append)
+        self.app.router.add_put("/conversations/{sender}/tracker/events", self.replace)
+        self.app.router.add_get("/conversations/{sender}/tracker", self.tracker)
+
+    async def root(self, request: web.Request) -> web.Response:
+        if not self.up:
+            return web.Response(status=503)
+        return web.Response(text="Hello from Rasa: 3.6.21")
+
+    async def webhook(self, request: web.Request) -> web.Response:
+        if not self.up:
+            return web.Response(status=503, text="down")
+        body = await request.json()
+        self.messages.append(body)
+        return web.json_response(self.responder(body))
+
+    async def append(self, request: web.Request) -> web.Response:
+        events = await request.json()
+        self.events.setdefault(request.match_info["sender"], []).extend(events if isinstance(events, list) else [events])
+        return web.json_response({"sender_id": request.match_info["sender"]})
+
+    async def replace(self, request: web.Request) -> web.Response:
+        self.events[request.match_info["sender"]] = list(await request.json())
+        return web.json_response({"sender_id": request.match_info["sender"]})
+
+    async def tracker(self, request: web.Request) -> web.Response:
+        sender = request.match_info["sender"]
+        return web.json_response({"sender_id": sender, "events": self.events.get(sender, [])})
