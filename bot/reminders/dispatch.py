@@ -127,11 +127,11 @@ async def dispatch_due_reminders(services: Services, now: datetime | None = None
             if outbox_rows:
                 await session.execute(insert_ignore(postgres), outbox_rows)
             if status_updates:
+                table = Reminder.__table__
                 await session.execute(
-                    update(Reminder)
-                    .where(Reminder.id == bindparam("rid"))
-                    .values(status=bindparam("st"), updated_at=now)
-                    .execution_options(synchronize_session=False),
+                    update(table)
+                    .where(table.c.id == bindparam("rid"))
+                    .values(status=bindparam("st"), updated_at=now),
                     status_updates,
                 )
             if outbox_rows:
