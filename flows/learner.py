@@ -166,9 +166,8 @@ class PersonalAction(Action, ABC):  # type: ignore[misc]
         self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict[str, Any]
     ) -> list[dict[str, Any]]:
         ctx = learner_context(tracker)
-        cat = get_catalogue()
         if ctx.pin_required:
-            say_key(dispatcher, ctx, "pin_required" if cat.has("pin_required") else "learner_pin_required")
+            say_key(dispatcher, ctx, "pin_required")  # defined by the privacy area
             return []
         if ctx.learner_id is None:
             say_key(dispatcher, ctx, "learner_not_linked")

@@ -182,9 +182,7 @@ async def test_not_linked_gets_how_to_link_and_no_platform_call(executor: Action
 
 async def test_pin_required_stops_before_personal_data(executor: ActionExecutor, platform: PlatformClient) -> None:
     responses = await run(executor, action_call("action_credits", learner_id="L1001", pin_required=True))
-    cat = get_catalogue()
-    expected = cat.text("pin_required" if cat.has("pin_required") else "learner_pin_required", "en")
-    assert texts(responses) == expected
+    assert texts(responses) == get_catalogue().text("pin_required", "en")
     assert "ECTS" not in texts(responses)
 
 
