@@ -170,3 +170,17 @@ def configure_logging(
             existing.addFilter(PrivacyFilter())
     for name in _NOISY_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def reset_logging() -> None:
+    """Undo `configure_logging` (tests): the record factory, our handler and the filters."""
+    global _base_factory
+    if _base_factory is not None:
+        logging.setLogRecordFactory(_base_factory)
+        _base_factory = None
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if getattr(handler, "_sanad_handler", False):
+            root.removeHandler(handler)
+        for flt in [f for f in handler.filters if isinstance(f, PrivacyFilter)]:
+            handler.removeFilter(flt)

@@ -313,3 +313,29 @@ def test_cli_erase_and_export(tmp_path: Path) -> None:
     missing = subprocess.run([*run, "erase", LEARNER], env=child_env, cwd=cwd, capture_output=True, text=True,
                              timeout=60)
     assert missing.returncode == 1 and "no contact or learner" in missing.stderr
+
+
+async def test_learner_erases_through_the_gateway(gateway: Any) -> None:
+    """Telegram webhook -> Rasa (double) confirms delete_my_data -> `erase` command -> nothing left."""
+    chat = 731550077
+
+    def responder(body: dict[str, Any]) -> list[dict[str, Any]]:
+        if body["message"] == "yes, delete my data":
+            return [{"recipient_id": body["sender"], "custom": {"sanad": {"command": "erase"}}},
+                    {"recipient_id": body["sender"], "text": "this must not be sent"}]
+        return [{"recipient_id": body["sender"], "text": f"echo: {body['message']}"}]
+
+    gateway.rasa.responder = responder
+    person = {"id": chat, "first_name": "Lina", "language_code": "fr"}
+    for n, text in enumerate(["bonjour, je suis Lina Haddad", "yes, delete my data"], start=1):
+        update = {"update_id": 8000 + n, "message": {"message_id": n, "date": 1732790000, "text": text,
+                                                     "chat": {**person, "type": "private"},
+                                                     "from": {**person, "is_bot": False}}}
+        assert (await gateway.telegram(update)).status_code == 200
+        await gateway.settle()
+    sent = await gateway.bot_api.wait_for(2)
+    assert sent[-1]["text"] == gateway.services.catalogue.text("erasure_done", "fr")
+    assert "this must not be sent" not in [m["text"] for m in sent]
+    found = await find_anywhere(gateway.services, [f"telegram:{chat}", str(chat), "Lina", "bonjour", "delete my"])
+    assert found == []
+    assert not [k for k in await redis_keys(gateway.services) if str(chat) in k]

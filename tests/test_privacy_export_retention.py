@@ -75,7 +75,8 @@ async def test_learner_asks_for_export_and_mentors_hear_of_it(services: Services
     async with services.coord.subscribe("console") as queue:
         result = await handler(services, contact, {})
         event = await queue.get()
-    assert result is not None and [r.text for r in result.replies] == [services.catalogue.text("export_requested", "ar")]
+    assert result is not None
+    assert [r.text for r in result.replies] == [services.catalogue.text("export_requested", "ar")]
     assert event["type"] == "export_requested" and event["contact_id"] == contact.id
     assert KEY not in json.dumps(event) and "Lina" not in json.dumps(event)
     async with services.db.session() as s:

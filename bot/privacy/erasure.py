@@ -12,6 +12,7 @@ partial erasure.
 from __future__ import annotations
 
 import logging
+from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +21,8 @@ from sqlalchemy import Text, cast, func, or_, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
+from bot.channels.base import OutboundMessage, SendError
+from bot.commands import CommandResult, command
 from bot.coordination import LocalCoordinator
 from bot.db import utcnow
 from bot.log_privacy import contact_ref
@@ -249,8 +252,11 @@ def _glob_escape(value: str) -> str:
     return "".join("\\" + ch if ch in "*?[]\\" else ch for ch in value)
 
 
-async def erase_redis(coord: Coordinator, contact_keys: list[str], learner_id: str | None) -> int:
-    """Delete cached platform data and every key that carries a contact key or the learner id.
+async def erase_redis(
+    coord: Coordinator, contact_keys: list[str], learner_id: str | None, addresses: list[str] | None = None
+) -> int:
+    """Delete cached platform data and every key that carries a contact key, an address
+    (e.g. the sender's `rate:telegram:chat:<id>`) or the learner id.
 
     Held locks are left alone (they vanish when released): deleting one would let a
     second process into the conversation while the erasure still runs.
@@ -259,9 +265,10 @@ async def erase_redis(coord: Coordinator, contact_keys: list[str], learner_id: s
     if learner_id:
         deleted += await coord.cache_delete_prefix(f"platform:{learner_id}:")
     patterns = [f"*{_glob_escape(k)}*" for k in contact_keys]
-    if learner_id:
-        lid = _glob_escape(learner_id)
-        patterns += [f"*:{lid}", f"*:{lid}:*"]
+    bounded = [v for v in [*(addresses or []), *([learner_id] if learner_id else [])] if v]
+    for value in bounded:
+        escaped = _glob_escape(value)
+        patterns += [f"*:{escaped}", f"*:{escaped}:*"]
     redis = getattr(coord, "redis", None)
     if redis is not None:
         lock_prefix = coord.prefix + "lock:"
@@ -271,14 +278,11 @@ async def erase_redis(coord: Coordinator, contact_keys: list[str], learner_id: s
                     deleted += int(await redis.delete(key))
         return deleted
     if isinstance(coord, LocalCoordinator):
-        needles = list(contact_keys)
-        if learner_id:
-            needles += [f":{learner_id}:"]
+        needles = list(contact_keys) + [f":{v}:" for v in bounded]
+        endings = tuple(f":{v}" for v in bounded)
         stores: list[dict[str, Any]] = [coord._cache, coord._hits, coord._pauses, coord._buckets]
         for store in stores:
-            doomed = [
-                k for k in store if any(n in k for n in needles) or (learner_id and k.endswith(f":{learner_id}"))
-            ]
+            doomed = [k for k in store if any(n in k for n in needles) or (endings and k.endswith(endings))]
             for key in doomed:
                 del store[key]
                 deleted += 1
@@ -305,20 +309,32 @@ async def erase_rasa(services: Services, contact_keys: list[str], report: Erasur
 
 
 async def erase_contact(
-    services: Services, contact_key_or_learner_id: str | int, actor: str = "admin"
+    services: Services, contact_key_or_learner_id: str | int, actor: str = "admin", hold_locks: bool = True
 ) -> ErasureReport:
-    """Erase a contact (by key, `#id` or address) or every contact of a learner id; see the module doc."""
+    """Erase a contact (by key, `#id` or address) or every contact of a learner id; see the module doc.
+
+    With `hold_locks` the contacts' conversation locks (`contact:{key}`, the pipeline's) are
+    held so no message of theirs is being processed meanwhile; the `erase` command runs
+    inside that lock already and passes False.
+    """
     report = ErasureReport()
     async with services.db.session() as session:
-        subject = await resolve_subject(session, contact_key_or_learner_id)
-        if not subject.found:
-            return report
-        report.found = True
-        keys = subject.contact_keys
-        learner_id = subject.learner_id
-        await erase_database(services, session, subject, actor, report)
+        keys = (await resolve_subject(session, contact_key_or_learner_id)).contact_keys
+    async with AsyncExitStack() as stack:
+        if hold_locks:
+            for key in sorted(keys):
+                await stack.enter_async_context(services.coord.lock(f"contact:{key}", ttl_s=120.0, wait_s=60.0))
+        async with services.db.session() as session:
+            subject = await resolve_subject(session, contact_key_or_learner_id)
+            if not subject.found:
+                return report
+            report.found = True
+            keys = subject.contact_keys
+            addresses = [c.address for c in subject.contacts]
+            learner_id = subject.learner_id
+            await erase_database(services, session, subject, actor, report)
     try:
-        report.redis_keys = await erase_redis(services.coord, keys, learner_id)
+        report.redis_keys = await erase_redis(services.coord, keys, learner_id, addresses)
     except Exception as exc:  # noqa: BLE001
         report.errors.append(f"redis: {type(exc).__name__}")
     await erase_rasa(services, keys, report)
@@ -329,3 +345,24 @@ async def erase_contact(
     if report.errors:
         raise ErasureIncomplete(report)
     return report
+
+
+@command("erase")
+async def erase_command(services: Services, contact: Contact, args: dict[str, Any]) -> CommandResult:
+    """The learner confirmed delete_my_data: say goodbye through the channel first (no outbox row
+    may outlive the erasure), then erase. Runs inside the contact's lock (pipeline)."""
+    key = contact.key
+    language = contact.language or "en"
+    channel = services.channels.get(contact.channel)
+    if channel is not None and not contact.stopped:
+        rendered = services.catalogue.render("erasure_done", language)
+        try:
+            await channel.send(contact.address, OutboundMessage(text=rendered.text, language=language))
+        except SendError as exc:
+            # the learner asked for erasure: it happens even if the goodbye cannot be delivered
+            log.warning("erasure goodbye to %s not delivered: %s", contact_ref(key), exc.kind.value)
+    try:
+        await erase_contact(services, key, actor="learner", hold_locks=False)
+    except ErasureIncomplete as exc:
+        log.error("erasure of %s incomplete: %s", contact_ref(key), "; ".join(exc.report.errors))
+    return CommandResult(suppress_bot_replies=True)

@@ -10,9 +10,11 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import or_, select
 
+from bot.commands import CommandResult, command
 from bot.db import as_utc, utcnow
 from bot.models import AuditEntry, Contact, Handoff, InboundMessage, LinkToken, MentorNote, Outbox, Reminder
 from bot.privacy import tracker_store
+from bot.privacy.audit import record_audit, subject_ref
 from bot.privacy.erasure import resolve_subject, subject_refs
 
 if TYPE_CHECKING:
@@ -112,3 +114,25 @@ def _write_private(path: Path, text: str) -> None:
     path.touch(mode=0o600, exist_ok=True)
     path.chmod(0o600)
     path.write_text(text, encoding="utf-8")
+
+
+@command("export")
+async def export_command(services: Services, contact: Contact, args: dict[str, Any]) -> CommandResult:
+    """The learner asks for their data: audit it and tell the mentors (a mentor sends the export)."""
+    async with services.db.session() as session:
+        entry = await record_audit(
+            session, services.settings, actor="learner", action="export_requested", contact_key=contact.key,
+            detail={"contact_id": contact.id},
+        )
+        entry_id = entry.id
+    await services.coord.publish(
+        "console",
+        {
+            "type": "export_requested",
+            "contact_id": contact.id,
+            "subject_ref": subject_ref(services.settings, contact.key),
+            "language": contact.language or "en",
+            "audit_id": entry_id,
+        },
+    )
+    return CommandResult(replies=[services.catalogue.render("export_requested", contact.language or "en")])

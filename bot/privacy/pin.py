@@ -251,10 +251,25 @@ async def _continue(
 
 @interceptor("pin", order=20)
 async def pin_interceptor(services: Services, contact: Contact, message: InboundMessage) -> Intercepted | None:
-    """`/pin` flows, and the PIN itself when one is required; slides a valid PIN session."""
+    """`/pin` flows, and the PIN itself when one is required; slides a valid PIN session.
+
+    The pipeline hands over a detached contact: changes are made on a fresh copy in our
+    own transaction, committed before the pipeline reloads the contact for Rasa's metadata.
+    """
     text = (message.text or "").strip()
-    now = utcnow()
     command = _command(text) if text else None
+    if command is None and not contact.pin_hash and await _get_flow(services, contact) is None:
+        return None  # the common case: no PIN, nothing to write
+    async with services.db.session() as session:
+        fresh = await session.get(Contact, contact.id)
+        if fresh is None:
+            return None
+        return await _handle(services, fresh, text, command, utcnow())
+
+
+async def _handle(
+    services: Services, contact: Contact, text: str, command: tuple[str, str] | None, now: datetime
+) -> Intercepted | None:
     if command is not None:
         return await _start(services, contact, command[1], now)
     flow = await _get_flow(services, contact)
