@@ -33,7 +33,8 @@ def double() -> Iterator[BotApiDouble]:
 async def tg(pg_schema: str, tmp_path: Path, double: BotApiDouble) -> AsyncIterator[Services]:
     settings = make_settings(
         tmp_path, TELEGRAM_BOT_TOKEN="123:test", TELEGRAM_API_BASE_URL=double.base_url,
-        TELEGRAM_RATE_PER_S="1000", WHATSAPP_TEMPLATE_REMINDER_AR="HXreminderar|1=title,2=when",
+        TELEGRAM_RATE_PER_S="1000", TELEGRAM_CHAT_RATE_PER_S="100",
+        WHATSAPP_TEMPLATE_REMINDER_AR="HXreminderar|1=title,2=when",
         WHATSAPP_TEMPLATE_BROADCAST_EN="HXbroadcasten",
     )
     svc = Services.build(settings, schema=pg_schema)
