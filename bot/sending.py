@@ -1,8 +1,9 @@
 """The outbox sender: claims queued rows and delivers them through their channel.
 
-Claiming. A worker takes a batch of due rows in one statement (`UPDATE … WHERE id IN (SELECT …
-FOR UPDATE SKIP LOCKED) AND status = 'queued' RETURNING id` on PostgreSQL; SQLite has one writer,
-and the same statement claims atomically there). Claimed rows are `sending` with `claimed_at`;
+Claiming. A worker locks a batch of due rows (`SELECT … FOR UPDATE SKIP LOCKED` on PostgreSQL,
+so concurrent workers take disjoint batches; SQLite runs a single worker) and marks them
+`UPDATE … SET status = 'sending' WHERE id IN (…) AND status = 'queued'` in the same transaction.
+Claimed rows are `sending` with `claimed_at`;
 a row left `sending` longer than `OUTBOX_CLAIM_TIMEOUT_S` belonged to a worker that died and
 goes back to `queued`.
 
@@ -189,11 +190,16 @@ class OutboxSender:
         if not self.services.db.is_sqlite:
             due = due.with_for_update(skip_locked=True)
         async with self._claim_lock, self.services.db.session() as session:
+            # two statements, not UPDATE … WHERE id IN (SELECT … LIMIT … SKIP LOCKED): PostgreSQL may
+            # re-run such a subquery and claim more rows than the limit
+            candidates = list((await session.execute(due)).scalars().all())
+            if not candidates:
+                return []
             claimed_ids = list(
                 (
                     await session.execute(
                         update(Outbox)
-                        .where(Outbox.id.in_(due.scalar_subquery()), Outbox.status == "queued")
+                        .where(Outbox.id.in_(candidates), Outbox.status == "queued")
                         .values(status="sending", claimed_at=now)
                         .returning(Outbox.id)
                         .execution_options(synchronize_session=False)

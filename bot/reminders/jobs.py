@@ -18,6 +18,7 @@ log = logging.getLogger(__name__)
 LAST_PLAN_KEY = "reminders:last_plan"
 DEFAULT_PLAN_INTERVAL_S = 900.0
 SEND_LIMIT = 500
+PLAN_RETRY_S = 60.0
 
 
 def plan_interval_s(services: Services) -> float:
@@ -42,8 +43,10 @@ async def plan_if_due(services: Services, now: datetime | None = None, force: bo
             try:
                 stats = await plan_reminders(services, platform_client(services), now)
             except PlatformError as exc:
-                # keep what is planned; the next tick tries again
+                # keep what is planned; try again in a minute rather than on every tick
                 log.warning("reminder planning skipped: platform unavailable (%s)", type(exc).__name__)
+                retry_at = time.time() - plan_interval_s(services) + PLAN_RETRY_S
+                await coord.cache_set(LAST_PLAN_KEY, str(retry_at), ttl_s=86400.0)
                 return None
             await coord.cache_set(LAST_PLAN_KEY, str(time.time()), ttl_s=86400.0)
             return stats
