@@ -33,19 +33,18 @@ SHORT_TEXT_LETTERS = 12
 _ARABIC_SCRIPT = re.compile(r"[\u0600-\u06ff\u0750-\u077f\ufb50-\ufdff\ufe70-\ufeff]")
 _PERSIAN_ONLY = re.compile(r"[پچژگکی]")  # letters (or forms) Arabic does not use
 _ARABIC_ONLY = re.compile(r"[ةيكىؤإأ]")  # forms Persian keyboards rarely produce
-_LATIN_LETTER = re.compile(r"[A-Za-zÀ-ÿ]")
 _WORD = re.compile(r"[\w']+", re.UNICODE)
 _ARABIZI_DIGIT = re.compile(r"[a-z][2-9]|[2-9][a-z]|\b[23579]\w")
 
 # common words of Latin-letter Arabic (Levantine, Egyptian, Gulf) and Persian
 _ARABIZI_WORDS = frozenset(
     """
-    mata emta imta shu shou sho esh eish wen wein ween fi fee ma3 ana enta inta enti inti badi bade bidi baddi
+    mata emta imta shu shou sho esh eish ween ma3 ana enta inta enti inti badi bade bidi baddi
     3am 3ndi 3andi kif keef kifak kifik kifek shukran shokran mashkour yalla yallah habibi habibti inshallah
     mashallah wallah la2 la2a aywa aiwa eh ee akid akeed tayeb tamam khalas hala marhaba ahlan salam3 ya3ni
-    lesh leh lazem lazim mumken mumkin momken bas kteer ktir kter 7ada hada hayda hek heik hala2 halla2 hal2
+    lesh leh lazem lazim mumken mumkin momken kteer ktir kter 7ada hada hayda hek heik hala2 halla2 hal2
     taba3i tab3i ta3i shi shee ma3lesh ma3leish bukra bokra ba3den ba3dein ems7 ms7 bsajjel sajjel 2adem
-    el il al wa2t wa2et shahade shahada jam3a jame3a e7ki a7ki 7aki tnejjeh ra7 ba3ref ba3rif
+    wa2t wa2et shahade shahada jam3a jame3a e7ki a7ki 7aki tnejjeh ra7 ba3ref ba3rif kifak kifik
     """.split()
 )
 _FINGLISH_WORDS = frozenset(
@@ -53,11 +52,11 @@ _FINGLISH_WORDS = frozenset(
     salam chetori chetorin khubi khoobi khobi mersi merci30 mamnoon mamnun mamnunam lotfan lotfn mikham mikhay
     mikhaam mikhastam nemikham nemikhay mitoonam mitunam nemitoonam nemitunam mitoni mitooni chi chie chiye
     koja kojast kojas key kei chera chon chejoori chetor chetori bale baleh are areh na nakheir kheili khaily
-    khaili kheyli dorood doroud khodahafez khodafez khodanegahdar bashe bashe baashe hatman doost daram
-    man to ma shoma un oon anha hast hastam hasti nist nistam dige digeh hamin in oon kar konam kon bokon
+    khaili kheyli dorood doroud khodahafez khodafez khodanegahdar bashe baashe hatman daram
+    shoma anha hastam hasti nist nistam dige digeh hamin konam bokon
     bedam bede begoo begu bebinam befrest yadavari vaght vakht daneshgah madrak madrakam tahvil mohlat
-    sabtenam sabt nam ghabool ghabul shodam shode mishe nemishe lotfan komak komakam harf bezanam
-    etelaat etelaatam pak hazf faramoosh zaban avaz tamdid emtehan dars dore doreh
+    sabtenam ghabool ghabul shodam shode mishe nemishe komak komakam harf bezanam
+    etelaat etelaatam hazf faramoosh zaban avaz tamdid emtehan doreh kojast
     """.split()
 )
 # words that are the same in Arabizi and Finglish say nothing on their own
@@ -86,7 +85,8 @@ def _lingua(text: str) -> tuple[str | None, float]:
 def _latin_arabic_or_persian(words: list[str]) -> tuple[str | None, float]:
     """Arabizi or Finglish from word lists and digit-letters; (None, 0) when neither shows."""
     arabizi = sum(1 for w in words if w in _ARABIZI_WORDS and w not in _SHARED_LATIN)
-    arabizi += sum(1 for w in words if _ARABIZI_DIGIT.search(w))
+    # "a7ki", "ma3", "2adem": digits standing for letters are the surest sign of Arabizi
+    arabizi += 2 * sum(1 for w in words if _ARABIZI_DIGIT.search(w) and not w.isdigit())
     finglish = sum(1 for w in words if w in _FINGLISH_WORDS and w not in _SHARED_LATIN)
     if arabizi == finglish == 0:
         return None, 0.0
@@ -135,18 +135,18 @@ def detect_language(text: str, hint: str | None = None) -> tuple[str | None, flo
     if letters == 0:
         return (hint_code, 0.3) if hint_code else (None, 0.0)
 
+    words = [w.lower() for w in _WORD.findall(stripped)]
     if _ARABIC_SCRIPT.search(stripped):
-        latin = len(_LATIN_LETTER.findall(stripped))
-        arabic_letters = len(_ARABIC_SCRIPT.findall(stripped))
-        if arabic_letters >= latin:  # "وين ال certificate تبعي" is Arabic
+        arabic_words = sum(1 for w in words if _ARABIC_SCRIPT.search(w))
+        if arabic_words * 2 >= len(words):  # "وين ال certificate تبعي" is Arabic
             return _arabic_script(stripped, hint_code)
 
-    words = [w.lower() for w in _WORD.findall(stripped)]
     latin_code, latin_confidence = _latin_arabic_or_persian(words)
-    if latin_code is not None:
-        return latin_code, latin_confidence
-
     code, confidence = _lingua(stripped)
+    if latin_code is not None:
+        # one dialect-looking word in a long sentence lingua is sure of is a coincidence
+        if not (latin_confidence < 0.75 and len(words) >= 5 and confidence >= 0.7):
+            return latin_code, latin_confidence
     if letters < SHORT_TEXT_LETTERS:
         # "ok", "merci", "hallo": lingua is unsure and the platform usually knows better
         if hint_code is not None and (code == hint_code or confidence < 0.9):

@@ -6,7 +6,7 @@ Runs Rasa's own NLU evaluation (`rasa.nlu.test.run_evaluation`, what `rasa test
 nlu` does) on tests/nlu_<lang>.yml, one language at a time with the model loaded
 once, and writes results/report.md (accuracy per language, recall per intent and
 language, confusion pairs with examples) and a copy in REPORT.md.
-A prediction of nlu_fallback counts as wrong.
+The last column counts right answers under the FallbackClassifier threshold (nlu_fallback at run time).
 """
 
 from __future__ import annotations
@@ -44,16 +44,27 @@ def pct(num: int, den: int) -> str:
     return f"{100.0 * num / den:.1f}%" if den else "-"
 
 
+def fallback_threshold() -> float:
+    import yaml
+
+    config = yaml.safe_load((NLU_DIR / "config.yml").read_text(encoding="utf-8"))
+    for component in config.get("pipeline", []):
+        if component.get("name") == "FallbackClassifier":
+            return float(component.get("threshold", 0.3))
+    return 0.0
+
+
 def render(predictions: dict[str, list[dict]], model: Path) -> str:
+    threshold = fallback_threshold()
     lines = [
         "# Sanad NLU: held-out evaluation",
         "",
         f"Model `{model.name}`, evaluated {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC on `nlu/tests/nlu_<lang>.yml` "
-        "(examples never used in training). `nlu_fallback` counts as wrong.",
+        "(examples never used in training), with Rasa's NLU evaluation.",
         "",
         "## Intent accuracy per language",
         "",
-        "| language | examples | correct | accuracy | fallbacks |",
+        "| language | examples | correct | accuracy | correct but under the fallback threshold |",
         "|---|---|---|---|---|",
     ]
     total = correct = 0
@@ -63,7 +74,8 @@ def render(predictions: dict[str, list[dict]], model: Path) -> str:
     for lang in LANGUAGES:
         preds = predictions.get(lang, [])
         ok = sum(1 for p in preds if p["intent"] == p["predicted"])
-        fallbacks = sum(1 for p in preds if p["predicted"] == "nlu_fallback")
+        # Rasa's evaluation reports the classifier's intent; at run time these would become nlu_fallback
+        fallbacks = sum(1 for p in preds if p["intent"] == p["predicted"] and p["confidence"] < threshold)
         total += len(preds)
         correct += ok
         lines.append(f"| {lang} | {len(preds)} | {ok} | {pct(ok, len(preds))} | {fallbacks} |")

@@ -35,13 +35,16 @@ def render() -> str:
         entry = value if isinstance(value, dict) else {"text": value}
         lines.append(f"  {key}:")
         # JSON strings are valid YAML scalars: safe for quotes, colons and newlines
-        lines.append(f"    - text: {json.dumps(entry['text'], ensure_ascii=False)}")
+        text = entry["text"].replace("{{", "{").replace("}}", "}")
+        lines.append(f"    - text: {json.dumps(text, ensure_ascii=False)}")
         buttons = entry.get("buttons") or []
         if buttons:
             lines.append("      buttons:")
             for button in buttons:
                 lines.append(f"        - title: {json.dumps(button['title'], ensure_ascii=False)}")
-                lines.append(f"          payload: {json.dumps(button['payload'], ensure_ascii=False)}")
+                # the catalogue escapes literal braces for str.format: "{{" -> "{"
+                payload = button["payload"].replace("{{", "{").replace("}}", "}")
+                lines.append(f"          payload: {json.dumps(payload, ensure_ascii=False)}")
     return "\n".join(lines) + "\n"
 
 
