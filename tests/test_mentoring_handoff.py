@@ -37,7 +37,9 @@ async def make_mentor(services: Services, email: str, languages: str = "en", rol
         return await add_mentor(s, email, "correct horse battery", languages, role)
 
 
-async def escalate(services: Services, contact_id: int, reason: str = "request_human", urgent: bool = False) -> list[Any]:
+async def escalate(
+    services: Services, contact_id: int, reason: str = "request_human", urgent: bool = False
+) -> list[Any]:
     async with services.db.session() as s:
         contact = await s.get(Contact, contact_id)
         assert contact is not None
@@ -61,8 +63,9 @@ async def inbound(services: Services, contact_id: int, text: str, payload: dict[
     async with services.db.session() as s:
         contact = await s.get(Contact, contact_id)
         assert contact is not None
-        msg = InboundMessage(contact_id=contact_id, channel=contact.channel, dedup_key=f"t:{utcnow().timestamp()}:{text}",
-                             provider_id="p", kind="button" if payload else "text", text=text, payload=payload)
+        msg = InboundMessage(contact_id=contact_id, channel=contact.channel,
+                             dedup_key=f"t:{utcnow().timestamp()}:{text}", provider_id="p",
+                             kind="button" if payload else "text", text=text, payload=payload)
         s.add(msg)
         await s.flush()
         replies = await route_to_mentor(services, s, contact, msg)
@@ -164,6 +167,7 @@ async def test_learner_messages_reach_the_mentor_and_back_to_bot_word_returns(se
         services.rasa = RasaClient(rasa.url)
         cid = await make_contact(services, "telegram:77", language="ar")
         await escalate(services, cid)
+        await drain()  # the hand-off's own event is out before we listen
         async with services.coord.subscribe("console") as queue:
             assert await inbound(services, cid, "مرحبا، أحتاج مساعدة") == ""
             await drain()

@@ -244,8 +244,10 @@ async def claim(services: Services, session: AsyncSession, handoff_id: int, ment
     handoff = await session.get(Handoff, handoff_id)
     if handoff is None:
         return None
-    if not can_see(mentor, handoff):
+    if mentor.role != "lead" and handoff.language not in mentor_languages(mentor):
         raise HandoffError("not allowed")
+    if handoff.state != "waiting":
+        return None
     contact = await lock_contact(session, handoff.contact_id)
     now = utcnow()
     result = await session.execute(

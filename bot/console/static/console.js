@@ -29,6 +29,9 @@
   }
   function scrollDown() { if (transcriptBox) transcriptBox.scrollTop = transcriptBox.scrollHeight; }
 
+  var submitting = false;  // a form is on its way: never reload over its navigation
+  document.addEventListener("submit", function () { submitting = true; }, true);
+
   localTimes(); scrollDown();
   if (!window.EventSource) return;
   var source = new EventSource("/console/events");
@@ -42,6 +45,7 @@
     if (conv && String(ev.handoff_id) === conv.getAttribute("data-handoff")) {
       var stateChange = ev.type === "handoff_claimed" || ev.type === "handoff_closed" || ev.type === "handoff_transferred";
       var draft = document.querySelector("form.reply textarea");
+      if (submitting) return;
       if (stateChange && ev.state !== conv.getAttribute("data-state") && !(draft && draft.value)) { location.reload(); return; }
       if (transcriptBox) refresh(transcriptBox);
       if (ev.type === "message") toast("New message from the learner");
