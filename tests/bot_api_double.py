@@ -21,6 +21,7 @@ class BotApiDouble:
         self.burst = burst
         self.delay_s = delay_s
         self.accepted: list[str] = []
+        self.accepted_at: list[float] = []
         self.texts: dict[str, list[str]] = {}
         self.too_many = 0
         self.errors: dict[str, list[tuple[int, str]]] = {}  # chat_id -> scripted answers, used in order
@@ -35,6 +36,14 @@ class BotApiDouble:
 
             def log_message(self, *args: Any) -> None:
                 return
+
+            def do_GET(self) -> None:
+                data = json.dumps(double.stats()).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
 
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
@@ -79,6 +88,15 @@ class BotApiDouble:
         with self._lock:
             return Counter(self.accepted)
 
+    def stats(self) -> dict[str, Any]:
+        with self._lock:
+            span = self.accepted_at[-1] - self.accepted_at[0] if len(self.accepted_at) > 1 else 0.0
+            return {
+                "accepted": len(self.accepted), "too_many": self.too_many, "span_s": span,
+                "rate_per_s": (len(self.accepted) - 1) / span if span > 0 else 0.0,
+                "duplicates": len(self.accepted) - len(set(self.accepted)),
+            }
+
     def _take(self) -> float:
         """0 when a token was taken, else seconds until one is available."""
         if self.rate_per_s is None:
@@ -116,6 +134,7 @@ class BotApiDouble:
                     "parameters": {"retry_after": retry},
                 }
             self.accepted.append(chat_id)
+            self.accepted_at.append(time.monotonic())
             self.texts.setdefault(chat_id, []).append(str(params.get("text", "")))
             self._next_id += 1
             message_id = self._next_id
@@ -127,3 +146,12 @@ class BotApiDouble:
                 "text": params.get("text", ""),
             },
         }
+
+
+def serve(port: int, rate_per_s: float | None, burst: float) -> None:
+    """Run a double in its own process (bench/reminders.py), so its CPU is not counted as ours."""
+    double = BotApiDouble(rate_per_s=rate_per_s, burst=burst)
+    double.server.server_close()
+    double.server = type(double.server)(("127.0.0.1", port), double.server.RequestHandlerClass)
+    double.server.daemon_threads = True
+    double.server.serve_forever()

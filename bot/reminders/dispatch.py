@@ -127,7 +127,7 @@ async def dispatch_due_reminders(services: Services, now: datetime | None = None
             if outbox_rows:
                 await session.execute(insert_ignore(postgres), outbox_rows)
             if status_updates:
-                table = Reminder.__table__
+                table: Any = Reminder.__table__
                 await session.execute(
                     update(table)
                     .where(table.c.id == bindparam("rid"))

@@ -8,7 +8,8 @@ UPDATE each for expiry and cancellation, never a query per learner.
 
 - Planning again never adds a second reminder (the key is unique).
 - A moved deadline moves its reminders that are not sent yet (the upsert rewrites
-  `due_at`/`send_at` of rows still `planned`, `cancelled`, or `expired` with another due date).
+  `due_at`/`send_at` of rows still `planned`, `cancelled`, or `expired` with another due date);
+  rows that did not change are not rewritten, so planning again is cheap.
 - A submitted deadline (`submitted_at` set), one the feed no longer lists, or one of a
   learner who opted out, stopped or unlinked: its planned reminders are cancelled.
 - A reminder whose time passed while no worker ran stays sendable for `REMINDER_GRACE_S`
@@ -19,12 +20,13 @@ UPDATE each for expiry and cancellation, never a query per learner.
 
 from __future__ import annotations
 
-import json
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any, Protocol
 
 from sqlalchemy import func, select, text, update
@@ -38,7 +40,8 @@ from bot.services import Services
 
 log = logging.getLogger(__name__)
 
-CHUNK_ROWS = 20_000
+CHUNK_ROWS = 10_000
+UPSERT_CONCURRENCY = 2
 # a deadline enters the window this long before its earliest reminder is due
 LOOKAHEAD_MARGIN = timedelta(hours=24)
 PLAN_LOCK = "reminders:plan"
@@ -142,14 +145,20 @@ _PG_UPSERT = text(
     """
     INSERT INTO reminders (idempotency_key, learner_id, contact_id, deadline_id, offset_h,
                            due_at, send_at, status, data, created_at, updated_at)
-    SELECT k, l, c, d, o, du, s, 'planned', CAST(dt AS json), :now, :now
+    SELECT k, l, c, d, o, du, s, 'planned',
+           json_build_object('title', ti, 'course_title', ct, 'course_id', ci, 'kind', ki), :now, :now
     FROM unnest(CAST(:keys AS text[]), CAST(:learners AS text[]), CAST(:contacts AS bigint[]),
                 CAST(:deadlines AS text[]), CAST(:offsets AS int[]), CAST(:dues AS timestamptz[]),
-                CAST(:sends AS timestamptz[]), CAST(:datas AS text[])) AS t(k, l, c, d, o, du, s, dt)
+                CAST(:sends AS timestamptz[]), CAST(:titles AS text[]), CAST(:courses AS text[]),
+                CAST(:course_ids AS text[]), CAST(:kinds AS text[]))
+         AS t(k, l, c, d, o, du, s, ti, ct, ci, ki)
     ON CONFLICT (idempotency_key) DO UPDATE SET
         contact_id = EXCLUDED.contact_id, due_at = EXCLUDED.due_at, send_at = EXCLUDED.send_at,
         data = EXCLUDED.data, status = 'planned', updated_at = EXCLUDED.updated_at
-    WHERE reminders.status IN ('planned', 'cancelled')
+    WHERE reminders.status = 'cancelled'
+       OR (reminders.status = 'planned' AND (reminders.send_at <> EXCLUDED.send_at
+           OR reminders.due_at <> EXCLUDED.due_at OR reminders.contact_id <> EXCLUDED.contact_id
+           OR reminders.data::text <> EXCLUDED.data::text))
        OR (reminders.status = 'expired' AND reminders.due_at <> EXCLUDED.due_at)
     """
 )
@@ -160,6 +169,8 @@ async def _upsert(session: AsyncSession, rows: list[dict[str, Any]], now: dateti
     if not rows:
         return
     if postgres:
+        # planning is redone on the next pass if a crash loses this commit: no need to wait for the disk
+        await session.execute(text("SET LOCAL synchronous_commit = off"))
         await session.execute(
             _PG_UPSERT,
             {
@@ -171,7 +182,10 @@ async def _upsert(session: AsyncSession, rows: list[dict[str, Any]], now: dateti
                 "offsets": [r["offset_h"] for r in rows],
                 "dues": [r["due_at"] for r in rows],
                 "sends": [r["send_at"] for r in rows],
-                "datas": [json.dumps(r["data"], ensure_ascii=False) for r in rows],
+                "titles": [r["data"]["title"] for r in rows],
+                "courses": [r["data"]["course_title"] for r in rows],
+                "course_ids": [r["data"]["course_id"] for r in rows],
+                "kinds": [r["data"]["kind"] for r in rows],
             },
         )
         return
@@ -186,12 +200,24 @@ async def _upsert(session: AsyncSession, rows: list[dict[str, Any]], now: dateti
             "status": "planned",
             "updated_at": stmt.excluded.updated_at,
         },
-        where=(Reminder.status.in_(("planned", "cancelled")))
+        where=(Reminder.status == "cancelled")
+        | (
+            (Reminder.status == "planned")
+            & (
+                (Reminder.send_at != stmt.excluded.send_at)
+                | (Reminder.due_at != stmt.excluded.due_at)
+                | (Reminder.contact_id != stmt.excluded.contact_id)
+            )
+        )
         | ((Reminder.status == "expired") & (Reminder.due_at != stmt.excluded.due_at)),
     )
-    for row in rows:
-        row.update(status="planned", created_at=now, updated_at=now)
-    await session.execute(stmt, rows)
+    await session.execute(
+        stmt,
+        [
+            row | {"status": "planned", "created_at": now, "updated_at": now}
+            for row in rows
+        ],
+    )
 
 
 async def cancel_for_submitted(session: AsyncSession, keys: list[str], now: datetime) -> int:
@@ -221,7 +247,11 @@ def planning_window(now: datetime, offsets_h: Iterable[int]) -> tuple[datetime, 
 
 
 async def plan_reminders(services: Services, source: Any, now: datetime | None = None) -> PlanStats:
-    """One planning pass over the platform's deadlines feed (see the module docstring)."""
+    """One planning pass over the platform's deadlines feed (see the module docstring).
+
+    Reading the feed and preparing rows overlaps with the database work: each chunk is upserted
+    in the background (at most UPSERT_CONCURRENCY at once) while the next one is prepared.
+    """
     started = time.perf_counter()
     settings = services.settings
     now = now or utcnow()
@@ -239,74 +269,101 @@ async def plan_reminders(services: Services, source: Any, now: datetime | None =
         targets = await eligible_contacts(session)
     stats.contacts = len(targets)
 
-    pending: list[dict[str, Any]] = []
+    seen: set[str] = set()
     submitted: list[str] = []
+    pending: list[dict[str, Any]] = []
+    gate = asyncio.Semaphore(UPSERT_CONCURRENCY if postgres else 1)
+    tasks: list[asyncio.Task[None]] = []
+
+    async def upsert(rows: list[dict[str, Any]]) -> None:
+        async with gate, services.db.session() as session:
+            await _upsert(session, rows, now, postgres)
 
     async def flush() -> None:
-        if pending:
-            async with services.db.session() as session:
-                await _upsert(session, pending, now, postgres)
-            stats.upserted += len(pending)
-            pending.clear()
+        if not pending:
+            return
+        rows = list(pending)
+        pending.clear()
+        stats.upserted += len(rows)
+        await gate.acquire()  # back-pressure: never more than the gate's chunks waiting
+        gate.release()
+        tasks.append(asyncio.create_task(upsert(rows)))
 
-    async for item in iter_deadlines(source, window_start, window_end):
-        stats.deadlines_seen += 1
-        learner_id = _get(item, "learner_id")
-        target = targets.get(str(learner_id)) if learner_id is not None else None
-        if target is None:
-            continue
-        deadline_id = str(_get(item, "id"))
-        due_at = _as_datetime(_get(item, "due_at"))
-        if due_at is None:
-            continue
-        if _get(item, "submitted_at") is not None:
-            submitted.extend(reminder_key(str(learner_id), deadline_id, h) for h in offsets)
-            continue
-        data = {
-            "title": _get(item, "title") or "",
-            "course_title": _get(item, "course_title") or "",
-            "course_id": _get(item, "course_id") or "",
-            "kind": _get(item, "kind") or "deadline",
-        }
-        for offset_h in offsets:
-            send_at = due_at - timedelta(hours=offset_h)
-            send_at = shift_out_of_quiet(send_at, due_at, target.timezone, quiet_start, quiet_end_h)
-            if send_at + grace < now or due_at <= now:
-                stats.skipped_late += 1
+    try:
+        async for item in iter_deadlines(source, window_start, window_end):
+            stats.deadlines_seen += 1
+            get = item.get if isinstance(item, dict) else partial(getattr, item)
+            learner_id = get("learner_id", None)
+            target = targets.get(str(learner_id)) if learner_id is not None else None
+            if target is None:
                 continue
-            pending.append(
-                {
-                    "idempotency_key": reminder_key(str(learner_id), deadline_id, offset_h),
-                    "learner_id": str(learner_id),
-                    "contact_id": target.contact_id,
-                    "deadline_id": deadline_id,
-                    "offset_h": offset_h,
-                    "due_at": due_at,
-                    "send_at": send_at,
-                    "data": data,
-                }
-            )
-        if len(pending) >= CHUNK_ROWS:
-            await flush()
-    await flush()
+            learner_id = str(learner_id)
+            deadline_id = str(get("id", ""))
+            due_at = _as_datetime(get("due_at", None))
+            if due_at is None or due_at <= now:
+                continue
+            if get("submitted_at", None) is not None:
+                submitted.extend(reminder_key(learner_id, deadline_id, h) for h in offsets)
+                continue
+            data = {
+                "title": str(get("title", None) or ""),
+                "course_title": str(get("course_title", None) or ""),
+                "course_id": str(get("course_id", None) or ""),
+                "kind": str(get("kind", None) or "deadline"),
+            }
+            for offset_h in offsets:
+                key = reminder_key(learner_id, deadline_id, offset_h)
+                if key in seen:
+                    continue  # the feed listed the deadline twice
+                send_at = due_at - timedelta(hours=offset_h)
+                send_at = shift_out_of_quiet(send_at, due_at, target.timezone, quiet_start, quiet_end_h)
+                if send_at + grace < now:
+                    stats.skipped_late += 1
+                    continue
+                seen.add(key)
+                pending.append(
+                    {
+                        "idempotency_key": key,
+                        "learner_id": learner_id,
+                        "contact_id": target.contact_id,
+                        "deadline_id": deadline_id,
+                        "offset_h": offset_h,
+                        "due_at": due_at,
+                        "send_at": send_at,
+                        "data": data,
+                    }
+                )
+            if len(pending) >= CHUNK_ROWS:
+                await flush()
+        await flush()
+        await asyncio.gather(*tasks)
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
 
     async with services.db.session() as session:
         if submitted:
             stats.cancelled += await cancel_for_submitted(session, submitted, now)
-        # everything still planned in the window that this pass did not touch: removed deadlines,
-        # learners who opted out, stopped or unlinked
-        result = await session.execute(
-            update(Reminder)
-            .where(
-                Reminder.status == "planned",
-                Reminder.due_at > window_start,
-                Reminder.due_at < window_end,
-                Reminder.updated_at < now,
+        # still planned in the window but not in this pass: removed deadlines, learners who opted
+        # out, stopped or unlinked (the feed was read to its end, so absence means gone)
+        planned = (
+            await session.execute(
+                select(Reminder.id, Reminder.idempotency_key).where(
+                    Reminder.status == "planned", Reminder.due_at > window_start, Reminder.due_at < window_end
+                )
             )
-            .values(status="cancelled", updated_at=now)
-            .execution_options(synchronize_session=False)
-        )
-        stats.cancelled += int(getattr(result, "rowcount", 0) or 0)
+        ).all()
+        gone = [rid for rid, key in planned if key not in seen]
+        for chunk_start in range(0, len(gone), 5000):
+            result = await session.execute(
+                update(Reminder)
+                .where(Reminder.id.in_(gone[chunk_start : chunk_start + 5000]), Reminder.status == "planned")
+                .values(status="cancelled", updated_at=now)
+                .execution_options(synchronize_session=False)
+            )
+            stats.cancelled += int(getattr(result, "rowcount", 0) or 0)
     stats.seconds = time.perf_counter() - started
     log.info(
         "planned reminders: contacts=%d deadlines=%d upserted=%d cancelled=%d expired=%d in %.2f s",
