@@ -7,6 +7,10 @@ Order and safety:
   the contact's received messages oldest first, so one conversation is handled in order.
 - When Rasa is down the message stays `received`; the learner is told once, and
   `redeliver_pending` picks it up again when Rasa is back.
+
+The bot path is the hot path of the gateway: it uses SQLAlchemy Core statements and
+three short transactions per message (accept, take, finish); the ORM is used where
+other areas need attached objects (hand-off to a mentor, gateway commands).
 """
 
 from __future__ import annotations
@@ -14,24 +18,25 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bot import metrics
-from bot.catalogue import Rendered
+from bot.catalogue import Button, Rendered
 from bot.channels.base import InboundEvent
 from bot.commands import CommandResult, handler_for
 from bot.coordination import LockTimeout
 from bot.db import utcnow
 from bot.interceptors import interceptors
-from bot.models import Contact, InboundMessage
-from bot.outbox import enqueue
+from bot.log_privacy import contact_ref
+from bot.models import Contact, InboundMessage, Outbox
+from bot.outbox import enqueue, rendered_payload
 from bot.services import Services
 from bot.text import clean_text
 from integrations.rasa import RasaUnavailable
@@ -40,54 +45,47 @@ log = logging.getLogger(__name__)
 
 MAX_PROCESS_ATTEMPTS = 3
 NON_TEXT_KINDS = {"voice", "audio", "photo", "video", "document", "sticker", "location", "contact", "other"}
+CONTACTS = Contact.__table__
+MESSAGES = InboundMessage.__table__
+OUTBOX = Outbox.__table__
 _background: set[asyncio.Task[Any]] = set()
 
 
-def contact_ref(key: str) -> str:
-    """A contact key as it may appear in logs (hashed)."""
-    from bot.log_privacy import contact_ref as ref
-
-    return ref(key)
+def _dialect_insert(services: Services) -> Any:
+    return sqlite_insert if services.db.is_sqlite else pg_insert
 
 
 # --- accepting ----------------------------------------------------------------
 
-async def _get_or_create_contact(session: AsyncSession, event: InboundEvent) -> Contact:
-    key = event.contact_key
-    contact = (await session.execute(select(Contact).where(Contact.key == key))).scalar_one_or_none()
-    if contact is not None:
-        if event.display_name and not contact.display_name:
-            contact.display_name = event.display_name
-        return contact
-    contact = Contact(
-        key=key,
-        channel=event.channel,
-        address=event.address,
-        display_name=event.display_name,
-        mode="bot",
-        reminders_opt_out=False,
-        stopped=False,
-        pin_failures=0,
+async def _upsert_contact(services: Services, conn: AsyncConnection, event: InboundEvent, now: Any) -> int:
+    """The contact's id, creating it on first contact (one statement, safe across gateways)."""
+    ins = _dialect_insert(services)(CONTACTS).values(
+        key=event.contact_key, channel=event.channel, address=event.address, display_name=event.display_name,
+        mode="bot", reminders_opt_out=False, stopped=False, pin_failures=0, created_at=now,
+        last_inbound_at=now if event.kind not in ("blocked", "unblocked") else None,
     )
-    try:
-        async with session.begin_nested():
-            session.add(contact)
-            await session.flush()
-    except IntegrityError:
-        # another gateway created it between our select and insert
-        contact = (await session.execute(select(Contact).where(Contact.key == key))).scalar_one()
-    return contact
+    values: dict[str, Any] = {}
+    if event.kind in ("blocked", "unblocked"):
+        values["stopped"] = event.kind == "blocked"
+    else:
+        values["last_inbound_at"] = ins.excluded.last_inbound_at
+    if event.display_name:
+        # keep a name the learner already has; fill it when we had none
+        from sqlalchemy import func
+
+        values["display_name"] = func.coalesce(CONTACTS.c.display_name, ins.excluded.display_name)
+    stmt = ins.on_conflict_do_update(index_elements=["key"], set_=values).returning(CONTACTS.c.id)
+    return int((await conn.execute(stmt)).scalar_one())
 
 
 async def accept(services: Services, events: list[InboundEvent]) -> list[str]:
     """Persist inbound events; returns the contact keys that have new messages to process."""
     keys: list[str] = []
     now = utcnow()
-    async with services.db.session() as session:
+    async with services.db.engine.begin() as conn:
         for event in events:
-            contact = await _get_or_create_contact(session, event)
+            contact_id = await _upsert_contact(services, conn, event, now)
             if event.kind in ("blocked", "unblocked"):
-                contact.stopped = event.kind == "blocked"
                 continue
             text, truncated = clean_text(event.text)
             payload = dict(event.payload or {})
@@ -97,30 +95,23 @@ async def accept(services: Services, events: list[InboundEvent]) -> list[str]:
                 payload["language_hint"] = event.language_hint[:16]
             if event.ack:
                 payload["ack"] = event.ack
-            values = {
-                "contact_id": contact.id,
-                "channel": event.channel,
-                "dedup_key": event.dedup_key[:128],
-                "provider_id": event.provider_id[:128],
-                "kind": event.kind,
-                "text": text or None,
-                "payload": payload or None,
-                "media_ref": event.media_ref,
-                "media_type": (event.media_type or None) and str(event.media_type)[:64],
-                "status": "received",
-                "attempts": 0,
-                "created_at": now,
-            }
-            dialect_insert = sqlite_insert if services.db.is_sqlite else pg_insert
-            stmt = dialect_insert(InboundMessage).values(**values).on_conflict_do_nothing(index_elements=["dedup_key"])
-            result = await session.execute(stmt.returning(InboundMessage.id))
-            if result.scalar_one_or_none() is None:
+            stmt = (
+                _dialect_insert(services)(MESSAGES)
+                .values(
+                    contact_id=contact_id, channel=event.channel, dedup_key=event.dedup_key[:128],
+                    provider_id=event.provider_id[:128], kind=event.kind, text=text or None, payload=payload or None,
+                    media_ref=event.media_ref, media_type=str(event.media_type)[:64] if event.media_type else None,
+                    status="received", attempts=0, created_at=now,
+                )
+                .on_conflict_do_nothing(index_elements=["dedup_key"])
+                .returning(MESSAGES.c.id)
+            )
+            if (await conn.execute(stmt)).scalar_one_or_none() is None:
                 metrics.INBOUND.labels(event.channel, "duplicate").inc()
                 continue
             metrics.INBOUND.labels(event.channel, "accepted").inc()
-            contact.last_inbound_at = now
-            if contact.key not in keys:
-                keys.append(contact.key)
+            if event.contact_key not in keys:
+                keys.append(event.contact_key)
     return keys
 
 
@@ -140,6 +131,17 @@ async def drain() -> None:
 
 # --- processing ---------------------------------------------------------------
 
+@dataclass
+class Turn:
+    """One message being handled, and what its handling will write in the finishing transaction."""
+
+    contact: Contact
+    message: InboundMessage
+    replies: list[Rendered] = field(default_factory=list)
+    routed_to: str = "bot"
+    contact_changes: dict[str, Any] = field(default_factory=dict)
+
+
 async def process_contact(services: Services, key: str) -> None:
     """Handle every received message of one contact, in order."""
     try:
@@ -153,49 +155,66 @@ async def process_contact(services: Services, key: str) -> None:
         log.exception("processing failed contact=%s", contact_ref(key))
 
 
+async def _take_next(services: Services, key: str) -> tuple[Contact, InboundMessage] | None:
+    """Load the contact and its oldest received message, counting the attempt."""
+    async with services.db.engine.begin() as conn:
+        crow = (await conn.execute(select(CONTACTS).where(CONTACTS.c.key == key))).mappings().first()
+        if crow is None:
+            return None
+        mrow = (
+            await conn.execute(
+                select(MESSAGES)
+                .where(MESSAGES.c.contact_id == crow["id"], MESSAGES.c.status == "received")
+                .order_by(MESSAGES.c.id)
+                .limit(1)
+            )
+        ).mappings().first()
+        if mrow is None:
+            return None
+        attempts = int(mrow["attempts"]) + 1
+        await conn.execute(update(MESSAGES).where(MESSAGES.c.id == mrow["id"]).values(attempts=attempts))
+    # detached snapshots: areas read them, and write through their own sessions
+    contact = Contact(**dict(crow))
+    message = InboundMessage(**{**dict(mrow), "attempts": attempts})
+    return contact, message
+
+
 async def _process_next(services: Services, key: str) -> bool:
     """Handle the oldest received message; False when there is none (or Rasa is down)."""
     started = time.perf_counter()
-    async with services.db.session() as session:
-        contact = (await session.execute(select(Contact).where(Contact.key == key))).scalar_one_or_none()
-        if contact is None:
-            return False
-        message = (
-            await session.execute(
-                select(InboundMessage)
-                .where(InboundMessage.contact_id == contact.id, InboundMessage.status == "received")
-                .order_by(InboundMessage.id)
-                .limit(1)
-            )
-        ).scalar_one_or_none()
-        if message is None:
-            return False
-        if message.attempts >= MAX_PROCESS_ATTEMPTS:
-            # a message that keeps failing must not block the conversation forever
-            message.status = "failed"
-            await enqueue(session, contact, services.catalogue.render("gateway_error", contact.language or "en"),
-                          origin="system", in_reply_to=message.id)
-            return True
-        message.attempts += 1
-        if contact.mode != "bot":
-            from bot.mentoring.routing import route_to_mentor
-
-            replies = await route_to_mentor(services, session, contact, message)
-            message.status, message.routed_to, message.processed_at = "done", "mentor", utcnow()
-            outbox_ids = [
-                (await enqueue(session, contact, r, origin="system", in_reply_to=message.id)).id for r in replies
-            ]
-            done = True
-        else:
-            done = False
-    if done:
-        await _acknowledge_and_send(services, contact, message, outbox_ids)
+    taken = await _take_next(services, key)
+    if taken is None:
+        return False
+    contact, message = taken
+    turn = Turn(contact, message)
+    if message.attempts > MAX_PROCESS_ATTEMPTS:
+        # a message that keeps failing must not block the conversation forever
+        turn.replies.append(services.catalogue.render("gateway_error", contact.language or "en"))
+        await _finish(services, turn, status="failed")
+        return True
+    if contact.mode != "bot":
+        await _route_to_mentor(services, contact, message)
         metrics.PROCESSED.labels(contact.channel, "mentor").observe(time.perf_counter() - started)
         return True
     await _acknowledge(services, contact, message)
-    handled = await _handle_with_bot(services, contact, message)
+    handled = await _handle_with_bot(services, turn)
     metrics.PROCESSED.labels(contact.channel, "bot").observe(time.perf_counter() - started)
     return handled
+
+
+async def _route_to_mentor(services: Services, contact: Contact, message: InboundMessage) -> None:
+    from bot.mentoring.routing import route_to_mentor
+
+    async with services.db.session() as session:
+        attached = await session.get(Contact, contact.id)
+        row = await session.get(InboundMessage, message.id)
+        if attached is None or row is None:
+            return
+        replies = await route_to_mentor(services, session, attached, row)
+        row.status, row.routed_to, row.processed_at = "done", "mentor", utcnow()
+        ids = [(await enqueue(session, attached, r, origin="system", in_reply_to=row.id)).id for r in replies]
+    await _acknowledge(services, contact, message)
+    await send_now(services, ids)
 
 
 async def _acknowledge(services: Services, contact: Contact, message: InboundMessage) -> None:
@@ -204,13 +223,6 @@ async def _acknowledge(services: Services, contact: Contact, message: InboundMes
     if ack and channel is not None and message.attempts <= 1:
         event = InboundEvent(channel=contact.channel, address=contact.address, dedup_key="", provider_id="", ack=ack)
         await channel.acknowledge(event)
-
-
-async def _acknowledge_and_send(
-    services: Services, contact: Contact, message: InboundMessage, outbox_ids: list[int]
-) -> None:
-    await _acknowledge(services, contact, message)
-    await send_now(services, outbox_ids)
 
 
 async def send_now(services: Services, outbox_ids: list[int]) -> None:
@@ -250,87 +262,83 @@ def rasa_metadata(services: Services, contact: Contact, message: InboundMessage)
     }
 
 
-def _update_language(contact: Contact, message: InboundMessage, text: str) -> None:
+def _update_language(turn: Turn, text: str) -> None:
     from bot.language import choose_language, detect_language
 
+    contact, message = turn.contact, turn.message
     hint = (message.payload or {}).get("language_hint")
-    if message.kind in ("text",) and text and not text.startswith("/"):
+    if message.kind == "text" and text and not text.startswith("/"):
         detected, confidence = detect_language(text, hint)
     else:
         detected, confidence = None, 0.0
     language, source = choose_language(contact.language, contact.language_source, detected, confidence, hint)
-    contact.language, contact.language_source = language, source
     message.language = detected
+    if (language, source) != (contact.language, contact.language_source):
+        contact.language, contact.language_source = language, source
+        turn.contact_changes.update(language=language, language_source=source)
 
 
-async def _handle_with_bot(services: Services, contact: Contact, message: InboundMessage) -> bool:
-    """Interceptors, then Rasa; returns False when Rasa is unavailable (stop for now)."""
+async def _handle_with_bot(services: Services, turn: Turn) -> bool:
+    """Gateway answers, interceptors, then Rasa; returns False when Rasa is unavailable (stop for now)."""
+    contact, message = turn.contact, turn.message
     channel = services.channels.get(contact.channel)
-    numbered = bool(channel is not None and channel.numbered_buttons)
     text = message.text or ""
-    button_payload = resolve_button(contact, numbered, message)
+    button_payload = resolve_button(contact, bool(channel is not None and channel.numbered_buttons), message)
     if button_payload is not None:
         text = button_payload
     elif message.kind == "button":
         text = str((message.payload or {}).get("payload") or text)
+    _update_language(turn, text)
+    lang = contact.language or "en"
 
-    async with services.db.session() as session:
-        contact, message = await _reload(session, contact.id, message.id)
-        _update_language(contact, message, text)
-        lang = contact.language or "en"
-        if message.kind in NON_TEXT_KINDS and not message.text:
-            reply = services.catalogue.render(f"gateway_media_{message.kind}", lang)
-            return await _finish(services, session, contact, message, [reply], routed_to="gateway")
+    if message.kind in NON_TEXT_KINDS and not message.text:
+        turn.replies.append(services.catalogue.render(f"gateway_media_{message.kind}", lang))
+        turn.routed_to = "gateway"
+        await _finish(services, turn)
+        return True
 
     for intercept in interceptors():
         result = await intercept(services, contact, message)
         if result is not None:
-            async with services.db.session() as session:
-                contact, message = await _reload(session, contact.id, message.id)
-                return await _finish(services, session, contact, message, result.replies, routed_to="gateway")
+            turn.replies.extend(result.replies)
+            turn.routed_to = "gateway"
+            await _finish(services, turn, reload_contact=True)
+            return True
 
-    async with services.db.session() as session:
-        contact = (await session.execute(select(Contact).where(Contact.id == contact.id))).scalar_one()
-        metadata = rasa_metadata(services, contact, message)
     if services.rasa is None:
         raise RuntimeError("no Rasa client configured")
     try:
         rasa_started = time.perf_counter()
-        items = await services.rasa.send_message(contact.key, text or "/greet", metadata)
+        items = await services.rasa.send_message(contact.key, text or "/greet", rasa_metadata(services, contact, message))
         metrics.RASA_LATENCY.observe(time.perf_counter() - rasa_started)
     except RasaUnavailable as exc:
         metrics.RASA_ERRORS.inc()
         log.warning("rasa unavailable contact=%s reason=%s", contact_ref(contact.key), exc)
-        await _rasa_trouble(services, contact, message)
+        await _rasa_trouble(services, turn)
         return False
-    return await _apply_rasa_replies(services, contact, message, items)
+    await _apply_rasa_replies(services, turn, items)
+    return True
 
 
-async def _reload(session: AsyncSession, contact_id: int, message_id: int) -> tuple[Contact, InboundMessage]:
-    contact = (await session.execute(select(Contact).where(Contact.id == contact_id))).scalar_one()
-    message = (await session.execute(select(InboundMessage).where(InboundMessage.id == message_id))).scalar_one()
-    return contact, message
-
-
-async def _rasa_trouble(services: Services, contact: Contact, message: InboundMessage) -> None:
+async def _rasa_trouble(services: Services, turn: Turn) -> None:
     """Tell the learner once that the answer will come later; the message stays queued."""
-    async with services.db.session() as session:
-        fresh = await session.get(Contact, contact.id)
-        row = await session.get(InboundMessage, message.id)
-        if row is not None:
-            row.attempts = max(0, row.attempts - 1)  # Rasa being down is not the message's fault
-        if fresh is None or fresh.rasa_trouble_notified_at is not None:
-            return
-        fresh.rasa_trouble_notified_at = utcnow()
-        out = await enqueue(session, fresh, services.catalogue.render("gateway_rasa_trouble", fresh.language or "en"),
-                            origin="system", in_reply_to=message.id)
-        out_id = out.id
-    await send_now(services, [out_id])
+    contact, message = turn.contact, turn.message
+    ids: list[int] = []
+    async with services.db.engine.begin() as conn:
+        # Rasa being down is not the message's fault: the attempt does not count
+        await conn.execute(update(MESSAGES).where(MESSAGES.c.id == message.id).values(attempts=message.attempts - 1))
+        changes = dict(turn.contact_changes)
+        notify = contact.rasa_trouble_notified_at is None
+        if notify:
+            changes["rasa_trouble_notified_at"] = utcnow()
+            reply = services.catalogue.render("gateway_rasa_trouble", contact.language or "en")
+            ids = await _insert_outbox(conn, contact, message.id, [reply], origin="system")
+        if changes:
+            await conn.execute(update(CONTACTS).where(CONTACTS.c.id == contact.id).values(**changes))
+    await send_now(services, ids)
 
 
 def _rendered_from_rasa(item: dict[str, Any]) -> Rendered | None:
-    from bot.catalogue import Button
-
     text = item.get("text")
     image = item.get("image")
     if not text and image:
@@ -345,80 +353,104 @@ def _rendered_from_rasa(item: dict[str, Any]) -> Rendered | None:
     return Rendered(str(text), buttons)
 
 
-async def _apply_rasa_replies(
-    services: Services, contact: Contact, message: InboundMessage, items: list[dict[str, Any]]
-) -> bool:
-    """Queue Rasa's texts in order; run gateway commands where they appear."""
-    pending: list[Rendered] = []
-    first = True
+async def _apply_rasa_replies(services: Services, turn: Turn, items: list[dict[str, Any]]) -> None:
+    """Queue Rasa's texts in order; gateway commands run where they appear, after what precedes them."""
+    if turn.contact.rasa_trouble_notified_at is not None:
+        turn.contact_changes["rasa_trouble_notified_at"] = None
+    finished = False
     for item in items:
         custom = item.get("custom")
         command = custom.get("sanad") if isinstance(custom, dict) else None
         if isinstance(command, dict) and command.get("command"):
-            await _flush(services, contact, message, pending, mark_done=first)
-            first, pending = False, []
-            result = await _run_command(services, contact, command)
+            if not finished:
+                await _finish(services, turn)
+                finished = True
+            else:
+                await _queue_more(services, turn.contact, turn.message.id, turn.replies)
+            turn.replies = []
+            result = await _run_command(services, turn.contact, command)
             if result is not None:
                 if result.suppress_bot_replies:
-                    return True
-                pending.extend(result.replies)
+                    return
+                turn.replies.extend(result.replies)
             continue
         rendered = _rendered_from_rasa(item)
         if rendered is not None:
-            pending.append(rendered)
-    await _flush(services, contact, message, pending, mark_done=first)
-    return True
+            turn.replies.append(rendered)
+    if not finished:
+        await _finish(services, turn)
+    elif turn.replies:
+        await _queue_more(services, turn.contact, turn.message.id, turn.replies)
 
 
-async def _flush(
-    services: Services, contact: Contact, message: InboundMessage, replies: list[Rendered], mark_done: bool
-) -> None:
-    async with services.db.session() as session:
-        fresh = await session.get(Contact, contact.id)
-        if fresh is None:
-            return  # erased meanwhile
-        row = await session.get(InboundMessage, message.id) if mark_done else None
-        ids = await _queue_replies(session, fresh, message.id, replies, row)
-        if mark_done:
-            fresh.rasa_trouble_notified_at = None
-    await send_now(services, ids)
-
-
-async def _queue_replies(
-    session: AsyncSession,
-    contact: Contact,
-    message_id: int,
-    replies: list[Rendered],
-    row: InboundMessage | None,
-    routed_to: str = "bot",
+async def _insert_outbox(
+    conn: AsyncConnection, contact: Contact, message_id: int, replies: list[Rendered], origin: str = "reply"
 ) -> list[int]:
-    if row is not None:
-        row.status, row.routed_to, row.processed_at = "done", routed_to, utcnow()
-        if (row.payload or {}).get("truncated"):
-            from bot.catalogue import get_catalogue
-
-            replies = [get_catalogue().render("gateway_truncated", contact.language or "en"), *replies]
+    if not replies:
+        return []
+    now = utcnow()
+    rows = [
+        {
+            "contact_id": contact.id, "channel": contact.channel, "origin": origin, "text": r.text,
+            "payload": rendered_payload(r), "in_reply_to": message_id, "status": "queued", "attempts": 0,
+            "next_attempt_at": now, "created_at": now,
+        }
+        for r in replies
+    ]
     ids: list[int] = []
-    for reply in replies:
-        if reply.buttons:
-            contact.pending_buttons = [{"title": b.title, "payload": b.payload} for b in reply.buttons]
-        out = await enqueue(session, contact, reply, origin="reply", in_reply_to=message_id)
-        ids.append(out.id)
+    for row in rows:  # one by one: ids in reply order on every backend
+        ids.append(int((await conn.execute(insert(OUTBOX).values(**row).returning(OUTBOX.c.id))).scalar_one()))
     return ids
 
 
-async def _finish(
-    services: Services,
-    session: AsyncSession,
-    contact: Contact,
-    message: InboundMessage,
-    replies: list[Rendered],
-    routed_to: str,
-) -> bool:
-    ids = await _queue_replies(session, contact, message.id, replies, message, routed_to=routed_to)
-    await session.commit()
+def _buttons_of(replies: list[Rendered]) -> list[dict[str, str]] | None:
+    offered = [r for r in replies if r.buttons]
+    if not offered:
+        return None
+    return [{"title": b.title, "payload": b.payload} for b in offered[-1].buttons]
+
+
+async def _finish(services: Services, turn: Turn, status: str = "done", reload_contact: bool = False) -> None:
+    """One transaction: the message is done, its replies are queued, the contact's changes are saved."""
+    contact, message = turn.contact, turn.message
+    replies = list(turn.replies)
+    if (message.payload or {}).get("truncated"):
+        replies.insert(0, services.catalogue.render("gateway_truncated", contact.language or "en"))
+    async with services.db.engine.begin() as conn:
+        if reload_contact:
+            # an interceptor may have changed the contact (linked it, erased it)
+            crow = (await conn.execute(select(CONTACTS).where(CONTACTS.c.id == contact.id))).mappings().first()
+            if crow is None:
+                return
+            contact = Contact(**dict(crow))
+        await conn.execute(
+            update(MESSAGES)
+            .where(MESSAGES.c.id == message.id)
+            .values(status=status, routed_to=turn.routed_to, processed_at=utcnow(), language=message.language)
+        )
+        changes = {k: v for k, v in turn.contact_changes.items() if not reload_contact or k != "language"}
+        buttons = _buttons_of(replies)
+        if buttons is not None:
+            changes["pending_buttons"] = buttons
+        if changes:
+            await conn.execute(update(CONTACTS).where(CONTACTS.c.id == contact.id).values(**changes))
+        ids = await _insert_outbox(conn, contact, message.id, replies)
     await send_now(services, ids)
-    return True
+
+
+async def _queue_more(services: Services, contact: Contact, message_id: int, replies: list[Rendered]) -> None:
+    """Replies that follow a gateway command (the contact may have been erased by it)."""
+    if not replies:
+        return
+    async with services.db.engine.begin() as conn:
+        exists = (await conn.execute(select(CONTACTS.c.id).where(CONTACTS.c.id == contact.id))).first()
+        if exists is None:
+            return
+        buttons = _buttons_of(replies)
+        if buttons is not None:
+            await conn.execute(update(CONTACTS).where(CONTACTS.c.id == contact.id).values(pending_buttons=buttons))
+        ids = await _insert_outbox(conn, contact, message_id, replies)
+    await send_now(services, ids)
 
 
 async def _run_command(services: Services, contact: Contact, command: dict[str, Any]) -> CommandResult | None:
@@ -440,22 +472,25 @@ async def _run_command(services: Services, contact: Contact, command: dict[str, 
 async def redeliver_pending(services: Services, older_than_s: float = 5.0, limit: int = 200) -> int:
     """Process contacts whose messages wait (Rasa was down, a gateway died mid-way)."""
     cutoff = utcnow() - timedelta(seconds=older_than_s)
-    async with services.db.session() as session:
-        keys = (
-            await session.execute(
-                select(Contact.key)
-                .join(InboundMessage, InboundMessage.contact_id == Contact.id)
-                .where(InboundMessage.status == "received", InboundMessage.created_at <= cutoff)
-                .group_by(Contact.key)
-                .limit(limit)
+    async with services.db.engine.connect() as conn:
+        keys = list(
+            (
+                await conn.execute(
+                    select(CONTACTS.c.key)
+                    .join(MESSAGES, MESSAGES.c.contact_id == CONTACTS.c.id)
+                    .where(MESSAGES.c.status == "received", MESSAGES.c.created_at <= cutoff)
+                    .group_by(CONTACTS.c.key)
+                    .limit(limit)
+                )
+            ).scalars()
+        )
+        if keys and services.rasa is not None and not await services.rasa.ping():
+            # only contacts in mentor mode can progress without Rasa
+            keys = list(
+                (
+                    await conn.execute(select(CONTACTS.c.key).where(CONTACTS.c.key.in_(keys), CONTACTS.c.mode != "bot"))
+                ).scalars()
             )
-        ).scalars().all()
-    if keys and services.rasa is not None and not await services.rasa.ping():
-        # only contacts in mentor mode can progress without Rasa
-        async with services.db.session() as session:
-            keys = (
-                await session.execute(select(Contact.key).where(Contact.key.in_(keys), Contact.mode != "bot"))
-            ).scalars().all()
     for key in keys:
         await process_contact(services, key)
     return len(keys)

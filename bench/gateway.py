@@ -1,0 +1,249 @@
+"""Gateway benchmark: Telegram updates through the real HTTP stack (uvicorn).
+
+The gateway runs in its own process (`sanad gateway`); Rasa is replaced by an
+instant local double and replies are captured by a local Bot API double, both in
+this process. Two runs:
+  throughput  wrk (Debian package) posts N distinct updates as fast as the gateway takes
+              them; we wait until every reply reached the Bot API double.
+  latency     aiohttp posts updates at a fixed rate; per message, the time from the
+              POST to its reply arriving at the Bot API double.
+Printed: messages/s, webhook and end-to-end p50/p99, CPU ms per message of the gateway
+process (utime+stime from /proc).
+
+Usage: .venv/bin/python -m bench.gateway [--db sqlite|postgres] [--n 5000] [--rate 200]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import asyncpg
+from aiohttp import web
+
+from tests.doubles import BotApiDouble, HttpDouble, free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+SECRET = "bench-secret"
+TOKEN = "42:BENCH"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+WRK_SCRIPT = """
+counter = 0
+request = function()
+  counter = counter + 1
+  local uid = %d + counter
+  local chat = 100000 + (counter %% %d)
+  local body = string.format('{"update_id":%%d,"message":{"message_id":%%d,"date":1732790000,' ..
+    '"chat":{"id":%%d,"type":"private","first_name":"B"},"from":{"id":%%d,"is_bot":false,' ..
+    '"first_name":"B","language_code":"en"},"text":"when is my deadline"}}', uid, uid, chat, chat)
+  return wrk.format("POST", "/webhooks/telegram", {["Content-Type"]="application/json",
+    ["X-Telegram-Bot-Api-Secret-Token"]="%s"}, body)
+end
+"""
+
+
+class InstantRasa(HttpDouble):
+    """Answers every message at once with one text that carries the message back."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+        self.app.router.add_get("/", lambda r: web.Response(text="Hello from Rasa"))
+        self.app.router.add_post("/webhooks/rest/webhook", self.webhook)
+
+    async def webhook(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        self.count += 1
+        return web.json_response([{"recipient_id": body["sender"], "text": "re: " + str(body["message"])}])
+
+
+def cpu_s(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def pct(values: list[float], p: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
+
+
+async def prepare_db(kind: str, tmp: Path) -> dict[str, str]:
+    if kind == "sqlite":
+        return {"DATABASE_URL": f"sqlite+aiosqlite:///{tmp / 'bench.db'}"}
+    conn = await asyncpg.connect("postgresql://postgres@127.0.0.1:5432/postgres")
+    await conn.execute("DROP DATABASE IF EXISTS sanad_bench WITH (FORCE)")
+    await conn.execute("CREATE DATABASE sanad_bench")
+    await conn.close()
+    return {"DATABASE_URL": "postgresql+asyncpg://postgres@127.0.0.1:5432/sanad_bench",
+            "REDIS_URL": "redis://127.0.0.1:6379/0", "SANAD_REDIS_PREFIX": f"sanadbench:{os.getpid()}:"}
+
+
+async def wait_http(url: str, timeout_s: float = 30) -> None:
+    deadline = time.monotonic() + timeout_s
+    async with aiohttp.ClientSession() as http:
+        while time.monotonic() < deadline:
+            try:
+                async with http.get(url) as resp:
+                    if resp.status < 500:
+                        return
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.2)
+    raise RuntimeError(f"{url} did not come up")
+
+
+async def drain(bot: BotApiDouble, expected: int, timeout_s: float) -> float:
+    deadline = time.monotonic() + timeout_s
+    while len(bot.sent) < expected and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    return time.monotonic()
+
+
+async def run(args: argparse.Namespace) -> None:
+    tmp = Path(tempfile.mkdtemp(prefix="sanad-bench-"))
+    bot = await BotApiDouble().start()
+    rasa = await InstantRasa().start()
+    port = free_port()
+    env = dict(os.environ)
+    env.update(await prepare_db(args.db, tmp))
+    env.update({
+        "TELEGRAM_BOT_TOKEN": TOKEN, "TELEGRAM_WEBHOOK_SECRET": SECRET, "TELEGRAM_API_BASE_URL": bot.url,
+        "RASA_URL": rasa.url, "SANAD_VAR_DIR": str(tmp), "SANAD_SECRET_KEY": "bench", "PLATFORM_API_URL":
+        "http://127.0.0.1:9", "PYTHONWARNINGS": "ignore",
+        # the Bot API double does not throttle: measure the gateway, not the channel limits
+        "TELEGRAM_RATE_PER_S": "1000000", "TELEGRAM_CHAT_RATE_PER_S": "1000000",
+    })
+    subprocess.run([str(ROOT / ".venv/bin/sanad"), "db", "upgrade"], env=env, check=True, cwd=ROOT)
+    gateway = subprocess.Popen(  # noqa: S603
+        [str(ROOT / ".venv/bin/sanad"), "gateway", "--port", str(port)], env=env, cwd=ROOT,
+        stdout=open(tmp / "gateway.log", "wb"), stderr=subprocess.STDOUT,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        await wait_http(base + "/healthz")
+        results: dict[str, Any] = {"db": args.db, "n": args.n}
+        # warm-up
+        await post_updates(base, 200, rate=None, start_id=1, chats=50, bot=bot)
+        await drain(bot, 200, 30)
+        bot.sent.clear()
+
+        # 1) throughput with wrk
+        if shutil.which("wrk"):
+            script = tmp / "updates.lua"
+            script.write_text(WRK_SCRIPT % (10_000_000, args.chats, SECRET))
+            cpu0, t0 = cpu_s(gateway.pid), time.monotonic()
+            wrk = subprocess.run(  # noqa: S603
+                ["wrk", "-t1", f"-c{args.connections}", f"-d{args.seconds}s", "--latency", "-s", str(script), base],
+                capture_output=True, text=True, check=True,
+            )
+            posted = int(next(line for line in wrk.stdout.splitlines() if "requests in" in line).split()[0])
+            t_end = await drain(bot, posted, 120)
+            cpu1 = cpu_s(gateway.pid)
+            done = len(bot.sent)
+            results["wrk"] = {
+                "posted": posted,
+                "replied": done,
+                "messages_per_s": round(done / (t_end - t0), 1),
+                "gateway_cpu_ms_per_message": round((cpu1 - cpu0) * 1000 / max(done, 1), 3),
+                "webhook_latency": parse_wrk_latency(wrk.stdout),
+            }
+            bot.sent.clear()
+        else:
+            results["wrk"] = "wrk not installed (apt-get install wrk)"
+
+        # 2) end-to-end latency at a fixed rate with aiohttp
+        cpu0 = cpu_s(gateway.pid)
+        sent_at = await post_updates(base, args.n, rate=args.rate, start_id=20_000_000, chats=args.chats, bot=bot)
+        await drain(bot, args.n, 120)
+        cpu1 = cpu_s(gateway.pid)
+        e2e = [(m["at"] - sent_at[m["text"]]) * 1000 for m in bot.sent if m["text"] in sent_at]
+        results["fixed_rate"] = {
+            "rate_per_s": args.rate,
+            "replied": len(e2e),
+            "end_to_end_ms_p50": round(pct(e2e, 50), 2),
+            "end_to_end_ms_p99": round(pct(e2e, 99), 2),
+            "gateway_cpu_ms_per_message": round((cpu1 - cpu0) * 1000 / max(len(e2e), 1), 3),
+        }
+        print(json.dumps(results, indent=2))
+    finally:
+        gateway.terminate()
+        gateway.wait(timeout=20)
+        await bot.stop()
+        await rasa.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def parse_wrk_latency(output: str) -> dict[str, str]:
+    found: dict[str, str] = {}
+    for line in output.splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[0] in ("50%", "99%"):
+            found["p" + parts[0].rstrip("%")] = parts[1]
+        if line.strip().startswith("Requests/sec"):
+            found["requests_per_s"] = parts[-1]
+    return found
+
+
+async def post_updates(
+    base: str, n: int, rate: float | None, start_id: int, chats: int, bot: BotApiDouble
+) -> dict[str, float]:
+    """POST n updates (at `rate` per second, or as fast as 32 connections go); returns text -> send time."""
+    sent_at: dict[str, float] = {}
+    headers = {"X-Telegram-Bot-Api-Secret-Token": SECRET, "Content-Type": "application/json"}
+    connector = aiohttp.TCPConnector(limit=64)
+    async with aiohttp.ClientSession(connector=connector) as http:
+        sem = asyncio.Semaphore(32)
+
+        async def one(i: int) -> None:
+            uid = start_id + i
+            chat = 100000 + i % chats
+            text = f"m{uid}"
+            body = {"update_id": uid, "message": {"message_id": uid, "date": 1732790000, "text": text,
+                    "chat": {"id": chat, "type": "private", "first_name": "B"},
+                    "from": {"id": chat, "is_bot": False, "first_name": "B", "language_code": "en"}}}
+            async with sem:
+                sent_at["re: " + text] = time.monotonic()
+                async with http.post(base + "/webhooks/telegram", data=json.dumps(body), headers=headers) as resp:
+                    await resp.read()
+
+        tasks = []
+        t0 = time.monotonic()
+        for i in range(n):
+            if rate:
+                delay = t0 + i / rate - time.monotonic()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(one(i)))
+        await asyncio.gather(*tasks)
+    return sent_at
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--db", choices=["sqlite", "postgres"], default="postgres")
+    parser.add_argument("--n", type=int, default=2000, help="messages in the fixed-rate run")
+    parser.add_argument("--rate", type=float, default=200.0)
+    parser.add_argument("--seconds", type=int, default=10, help="length of the wrk run")
+    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--chats", type=int, default=1000, help="distinct learners")
+    args = parser.parse_args()
+    sys.path.insert(0, str(ROOT))
+    asyncio.run(run(args))
+
+
+if __name__ == "__main__":
+    main()
