@@ -28,11 +28,13 @@ import logging
 import random
 import time
 from collections import OrderedDict
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.catalogue import Button, normalise_language
@@ -81,6 +83,43 @@ class Deferred(Exception):
     def __init__(self, wait_s: float) -> None:
         super().__init__(f"deferred {wait_s:.2f}s")
         self.wait_s = wait_s
+
+
+# --- shared send slots ----------------------------------------------------------------
+
+# Reserve the next free send slot of a channel: slot = max(now, next_free); next_free = slot + 1/R.
+# Unlike a token bucket of size 1, a sender that comes back a little late loses no capacity, and
+# slots are handed out in order to every worker sharing the key. Returns the wait in microseconds.
+_RESERVE_LUA = """
+local interval = tonumber(ARGV[1])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local slot = tonumber(redis.call('GET', KEYS[1]) or '0')
+if slot < now then slot = now end
+redis.call('SET', KEYS[1], string.format('%d', slot + interval), 'PX', math.ceil(interval / 1000) + 60000)
+return slot - now
+"""
+
+
+class SlotLimiter:
+    """Evenly spaced send slots at R per second per key, shared through Redis when configured."""
+
+    def __init__(self, coord: Any) -> None:
+        self.redis = getattr(coord, "redis", None)
+        self.prefix = str(getattr(coord, "prefix", "sanad:")) + "slot:"
+        self._script = self.redis.register_script(_RESERVE_LUA) if self.redis is not None else None
+        self._local: dict[str, float] = {}
+
+    async def reserve(self, key: str, rate_per_s: float) -> float:
+        """Seconds to wait before the reserved slot."""
+        interval_s = 1.0 / rate_per_s
+        if self._script is not None:
+            wait_us = await self._script(keys=[self.prefix + key], args=[int(interval_s * 1_000_000)])
+            return max(0.0, float(wait_us) / 1_000_000)
+        now = time.monotonic()
+        slot = max(now, self._local.get(key, 0.0))
+        self._local[key] = slot + interval_s
+        return slot - now
 
 
 # --- WhatsApp templates -------------------------------------------------------------
@@ -138,6 +177,7 @@ class OutboxSender:
         if self.batch_size < 1 or self.concurrency < 1:
             raise ValueError("SANAD_SEND_BATCH and SANAD_SEND_CONCURRENCY must be at least 1")
         self.max_attempts = services.settings.send_max_attempts or MAX_ATTEMPTS
+        self.slots = SlotLimiter(services.coord)
         self._claim_lock = asyncio.Lock()
         self.stats: dict[str, int] = {"sent": 0, "failed": 0, "retried": 0, "deferred": 0, "throttled": 0}
 
@@ -314,33 +354,41 @@ class OutboxSender:
             raise Deferred(paused)
         if paused > 0:
             await asyncio.sleep(paused)
-        limits: list[tuple[str, float, float, bool]] = []
-        if row.channel == "telegram":
-            # Telegram tolerates a short burst in one chat; the long-run average is 1 msg/s
-            limits.append((f"telegram:chat:{row.address}", settings.telegram_chat_rate_per_s, 3.0, True))
-            limits.append(("telegram:global", settings.telegram_rate_per_s, 1.0, False))
-        elif row.channel == "whatsapp":
-            sender_key = f"whatsapp:sender:{settings.twilio_whatsapp_from}"
-            limits.append((sender_key, settings.whatsapp_rate_per_s, 1.0, False))
-        for key, rate, burst, may_defer in limits:
-            if rate <= 0:
-                continue
-            started = time.monotonic()
-            while True:
-                wait_s = await coord.acquire_rate(key, rate, burst)
-                if wait_s <= 0:
-                    break
-                if may_defer and wait_s > MAX_INLINE_WAIT_S:
+        if row.channel == "telegram" and settings.telegram_chat_rate_per_s > 0:
+            # per chat: a token bucket (Telegram tolerates a short burst in one chat, 1 msg/s on average);
+            # a chat that has to wait long gives its row back instead of holding a send task
+            while (wait_s := await coord.acquire_rate(
+                f"telegram:chat:{row.address}", settings.telegram_chat_rate_per_s, 3.0
+            )) > 0:
+                if wait_s > MAX_INLINE_WAIT_S:
                     raise Deferred(wait_s)
-                if time.monotonic() - started > settings.outbox_claim_timeout_s / 4:
-                    raise Deferred(wait_s)
+                await asyncio.sleep(wait_s)
+        channel_limit = {
+            "telegram": ("telegram:global", settings.telegram_rate_per_s),
+            "whatsapp": (f"whatsapp:sender:{settings.twilio_whatsapp_from}", settings.whatsapp_rate_per_s),
+        }.get(row.channel)
+        if channel_limit is not None and channel_limit[1] > 0:
+            # the channel's overall limit: evenly spaced slots, reserved in order across workers
+            wait_s = await self.slots.reserve(*channel_limit)
+            if wait_s > 0:
                 await asyncio.sleep(wait_s)
 
     # -- outcomes ----------------------------------------------------------------------
 
+    @asynccontextmanager
+    async def _outcome_session(self) -> AsyncIterator[AsyncSession]:
+        """A transaction recording a send's outcome. On PostgreSQL its commit does not wait for the
+        disk: a killed *worker* loses nothing (the commit is in the server), only a crash of the
+        database server itself may forget the last fraction of a second of outcomes, whose rows would
+        then be sent again — the same at-least-once bound as a worker crash."""
+        async with self.services.db.session() as session:
+            if not self.services.db.is_sqlite:
+                await session.execute(text("SET LOCAL synchronous_commit = off"))
+            yield session
+
     async def _defer(self, ids: list[int], wait_s: float) -> None:
         self.stats["deferred"] += len(ids)
-        async with self.services.db.session() as session:
+        async with self._outcome_session() as session:
             await session.execute(
                 update(Outbox)
                 .where(Outbox.id.in_(ids), Outbox.status == "sending")
@@ -349,7 +397,7 @@ class OutboxSender:
             )
 
     async def _finish(self, row_id: int, *, status: str, error: str | None) -> None:
-        async with self.services.db.session() as session:
+        async with self._outcome_session() as session:
             await session.execute(
                 update(Outbox)
                 .where(Outbox.id == row_id)
@@ -376,7 +424,7 @@ class OutboxSender:
         }
         if len(result.provider_ids) > 1:
             values["payload"] = {**row.payload, "provider_ids": list(result.provider_ids)}
-        async with self.services.db.session() as session:
+        async with self._outcome_session() as session:
             await session.execute(
                 update(Outbox).where(Outbox.id == row.id).values(**values).execution_options(synchronize_session=False)
             )
@@ -393,7 +441,7 @@ class OutboxSender:
         attempts = row.attempts + 1
         now = utcnow()
         values: dict[str, Any] = {"last_error": kind.value, "claimed_at": None}
-        async with self.services.db.session() as session:
+        async with self._outcome_session() as session:
             if kind is SendErrorKind.THROTTLED:
                 # the provider's limit, not the message's fault: pause the channel, do not count it
                 self.stats["throttled"] += 1
