@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -57,36 +57,90 @@ def _dialect_insert(services: Services) -> Any:
 
 # --- accepting ----------------------------------------------------------------
 
-async def _upsert_contact(services: Services, conn: AsyncConnection, event: InboundEvent, now: Any) -> int:
-    """The contact's id, creating it on first contact (one statement, safe across gateways)."""
-    ins = _dialect_insert(services)(CONTACTS).values(
-        key=event.contact_key, channel=event.channel, address=event.address, display_name=event.display_name,
-        mode="bot", reminders_opt_out=False, stopped=False, pin_failures=0, created_at=now,
-        last_inbound_at=now if event.kind not in ("blocked", "unblocked") else None,
-    )
-    values: dict[str, Any] = {}
-    if event.kind in ("blocked", "unblocked"):
-        values["stopped"] = event.kind == "blocked"
-    else:
-        values["last_inbound_at"] = ins.excluded.last_inbound_at
-    if event.display_name:
-        # keep a name the learner already has; fill it when we had none
-        from sqlalchemy import func
+class _Statements:
+    """Hot-path statements, built once per dialect: building a statement costs more than running it."""
 
-        values["display_name"] = func.coalesce(CONTACTS.c.display_name, ins.excluded.display_name)
-    stmt = ins.on_conflict_do_update(index_elements=["key"], set_=values).returning(CONTACTS.c.id)
-    return int((await conn.execute(stmt)).scalar_one())
+    def __init__(self, dialect_insert: Any) -> None:
+        ins = dialect_insert(CONTACTS).values(
+            key=bindparam("key"), channel=bindparam("channel"), address=bindparam("address"),
+            display_name=bindparam("display_name"), mode="bot", reminders_opt_out=False, stopped=False,
+            pin_failures=0, created_at=bindparam("now"), last_inbound_at=bindparam("now"),
+        )
+        self.upsert_contact = ins.on_conflict_do_update(
+            index_elements=["key"],
+            set_={
+                "last_inbound_at": ins.excluded.last_inbound_at,
+                # keep a name the learner already has; fill it when we had none
+                "display_name": func.coalesce(CONTACTS.c.display_name, ins.excluded.display_name),
+            },
+        ).returning(CONTACTS.c.id)
+        self.insert_message = (
+            dialect_insert(MESSAGES)
+            .values({**{c: bindparam(c) for c in (
+                "contact_id", "channel", "dedup_key", "provider_id", "kind", "text", "payload", "media_ref",
+                "media_type", "created_at")}, "status": "received", "attempts": 0})
+            .on_conflict_do_nothing(index_elements=["dedup_key"])
+            .returning(MESSAGES.c.id)
+        )
+        self.contact_by_key = select(CONTACTS).where(CONTACTS.c.key == bindparam("key"))
+        self.next_message = (
+            select(MESSAGES)
+            .where(MESSAGES.c.contact_id == bindparam("contact_id"), MESSAGES.c.status == "received")
+            .order_by(MESSAGES.c.id)
+            .limit(1)
+        )
+        self.set_attempts = (
+            update(MESSAGES).where(MESSAGES.c.id == bindparam("message_id")).values(attempts=bindparam("attempts"))
+        )
+        self.finish_message = (
+            update(MESSAGES)
+            .where(MESSAGES.c.id == bindparam("message_id"))
+            .values(status=bindparam("status"), routed_to=bindparam("routed_to"),
+                    processed_at=bindparam("processed_at"), language=bindparam("language"))
+        )
+        self.insert_outbox = insert(OUTBOX).values(
+            {**{c: bindparam(c) for c in ("contact_id", "channel", "origin", "text", "payload", "in_reply_to",
+                                          "next_attempt_at", "created_at", "status", "claimed_at")}, "attempts": 0}
+        ).returning(OUTBOX.c.id)
+
+
+_STATEMENTS: dict[bool, _Statements] = {}
+
+
+def _sql(services: Services) -> _Statements:
+    sqlite = services.db.is_sqlite
+    if sqlite not in _STATEMENTS:
+        _STATEMENTS[sqlite] = _Statements(sqlite_insert if sqlite else pg_insert)
+    return _STATEMENTS[sqlite]
+
+
+async def _set_stopped(services: Services, event: InboundEvent) -> None:
+    """The learner blocked (or unblocked) the bot: nothing is sent to a stopped contact."""
+    async with services.db.engine.begin() as conn:
+        await conn.execute(
+            update(CONTACTS).where(CONTACTS.c.key == event.contact_key).values(stopped=event.kind == "blocked")
+        )
 
 
 async def accept(services: Services, events: list[InboundEvent]) -> list[str]:
     """Persist inbound events; returns the contact keys that have new messages to process."""
     keys: list[str] = []
     now = utcnow()
+    sql = _sql(services)
+    for event in events:
+        if event.kind in ("blocked", "unblocked"):
+            await _set_stopped(services, event)
+    messages = [e for e in events if e.kind not in ("blocked", "unblocked")]
+    if not messages:
+        return keys
     async with services.db.engine.begin() as conn:
-        for event in events:
-            contact_id = await _upsert_contact(services, conn, event, now)
-            if event.kind in ("blocked", "unblocked"):
-                continue
+        for event in messages:
+            contact_id = (
+                await conn.execute(sql.upsert_contact, {
+                    "key": event.contact_key, "channel": event.channel, "address": event.address,
+                    "display_name": event.display_name, "now": now,
+                })
+            ).scalar_one()
             text, truncated = clean_text(event.text)
             payload = dict(event.payload or {})
             if truncated:
@@ -95,18 +149,15 @@ async def accept(services: Services, events: list[InboundEvent]) -> list[str]:
                 payload["language_hint"] = event.language_hint[:16]
             if event.ack:
                 payload["ack"] = event.ack
-            stmt = (
-                _dialect_insert(services)(MESSAGES)
-                .values(
-                    contact_id=contact_id, channel=event.channel, dedup_key=event.dedup_key[:128],
-                    provider_id=event.provider_id[:128], kind=event.kind, text=text or None, payload=payload or None,
-                    media_ref=event.media_ref, media_type=str(event.media_type)[:64] if event.media_type else None,
-                    status="received", attempts=0, created_at=now,
-                )
-                .on_conflict_do_nothing(index_elements=["dedup_key"])
-                .returning(MESSAGES.c.id)
-            )
-            if (await conn.execute(stmt)).scalar_one_or_none() is None:
+            inserted = (
+                await conn.execute(sql.insert_message, {
+                    "contact_id": contact_id, "channel": event.channel, "dedup_key": event.dedup_key[:128],
+                    "provider_id": event.provider_id[:128], "kind": event.kind, "text": text or None,
+                    "payload": payload or None, "media_ref": event.media_ref,
+                    "media_type": str(event.media_type)[:64] if event.media_type else None, "created_at": now,
+                })
+            ).scalar_one_or_none()
+            if inserted is None:
                 metrics.INBOUND.labels(event.channel, "duplicate").inc()
                 continue
             metrics.INBOUND.labels(event.channel, "accepted").inc()
@@ -115,12 +166,32 @@ async def accept(services: Services, events: list[InboundEvent]) -> list[str]:
     return keys
 
 
+# one processing task per contact in this process; a message arriving while it runs marks it dirty
+_active: dict[str, asyncio.Task[Any]] = {}
+_dirty: set[str] = set()
+
+
 def schedule(services: Services, keys: list[str]) -> None:
     """Process these contacts in the background (the webhook has already answered)."""
     for key in keys:
-        task = asyncio.create_task(process_contact(services, key))
+        if key in _active:
+            _dirty.add(key)  # the running task looks again before it ends
+            continue
+        task = asyncio.create_task(_run_contact(services, key))
+        _active[key] = task
         _background.add(task)
         task.add_done_callback(_background.discard)
+
+
+async def _run_contact(services: Services, key: str) -> None:
+    try:
+        while True:
+            _dirty.discard(key)
+            await process_contact(services, key)
+            if key not in _dirty:  # no await between this check and the exit: nothing slips through
+                break
+    finally:
+        _active.pop(key, None)
 
 
 async def drain() -> None:
@@ -145,7 +216,8 @@ class Turn:
 async def process_contact(services: Services, key: str) -> None:
     """Handle every received message of one contact, in order."""
     try:
-        async with services.coord.lock(f"contact:{key}", ttl_s=120.0, wait_s=60.0):
+        # another gateway may hold it; if it stays busy, redelivery comes back to this contact
+        async with services.coord.lock(f"contact:{key}", ttl_s=120.0, wait_s=10.0):
             while await _process_next(services, key):
                 pass
     except LockTimeout:
@@ -157,22 +229,16 @@ async def process_contact(services: Services, key: str) -> None:
 
 async def _take_next(services: Services, key: str) -> tuple[Contact, InboundMessage] | None:
     """Load the contact and its oldest received message, counting the attempt."""
+    sql = _sql(services)
     async with services.db.engine.begin() as conn:
-        crow = (await conn.execute(select(CONTACTS).where(CONTACTS.c.key == key))).mappings().first()
+        crow = (await conn.execute(sql.contact_by_key, {"key": key})).mappings().first()
         if crow is None:
             return None
-        mrow = (
-            await conn.execute(
-                select(MESSAGES)
-                .where(MESSAGES.c.contact_id == crow["id"], MESSAGES.c.status == "received")
-                .order_by(MESSAGES.c.id)
-                .limit(1)
-            )
-        ).mappings().first()
+        mrow = (await conn.execute(sql.next_message, {"contact_id": crow["id"]})).mappings().first()
         if mrow is None:
             return None
         attempts = int(mrow["attempts"]) + 1
-        await conn.execute(update(MESSAGES).where(MESSAGES.c.id == mrow["id"]).values(attempts=attempts))
+        await conn.execute(sql.set_attempts, {"message_id": mrow["id"], "attempts": attempts})
     # detached snapshots: areas read them, and write through their own sessions
     contact = Contact(**dict(crow))
     message = InboundMessage(**{**dict(mrow), "attempts": attempts})
@@ -324,18 +390,20 @@ async def _rasa_trouble(services: Services, turn: Turn) -> None:
     """Tell the learner once that the answer will come later; the message stays queued."""
     contact, message = turn.contact, turn.message
     ids: list[int] = []
+    replies: list[Rendered] = []
     async with services.db.engine.begin() as conn:
         # Rasa being down is not the message's fault: the attempt does not count
-        await conn.execute(update(MESSAGES).where(MESSAGES.c.id == message.id).values(attempts=message.attempts - 1))
+        await conn.execute(_sql(services).set_attempts, {"message_id": message.id, "attempts": message.attempts - 1})
         changes = dict(turn.contact_changes)
         notify = contact.rasa_trouble_notified_at is None
         if notify:
             changes["rasa_trouble_notified_at"] = utcnow()
-            reply = services.catalogue.render("gateway_rasa_trouble", contact.language or "en")
-            ids = await _insert_outbox(conn, contact, message.id, [reply], origin="system")
+            replies = [services.catalogue.render("gateway_rasa_trouble", contact.language or "en")]
+            ids = await _insert_outbox(services, conn, contact, message.id, replies, origin="system")
         if changes:
             await conn.execute(update(CONTACTS).where(CONTACTS.c.id == contact.id).values(**changes))
-    await send_now(services, ids)
+    if ids:
+        await send_claimed(services, contact, ids, replies, origin="system")
 
 
 def _rendered_from_rasa(item: dict[str, Any]) -> Rendered | None:
@@ -384,23 +452,45 @@ async def _apply_rasa_replies(services: Services, turn: Turn, items: list[dict[s
 
 
 async def _insert_outbox(
-    conn: AsyncConnection, contact: Contact, message_id: int, replies: list[Rendered], origin: str = "reply"
+    services: Services,
+    conn: AsyncConnection,
+    contact: Contact,
+    message_id: int,
+    replies: list[Rendered],
+    origin: str = "reply",
 ) -> list[int]:
-    if not replies:
-        return []
     now = utcnow()
-    rows = [
-        {
-            "contact_id": contact.id, "channel": contact.channel, "origin": origin, "text": r.text,
-            "payload": rendered_payload(r), "in_reply_to": message_id, "status": "queued", "attempts": 0,
-            "next_attempt_at": now, "created_at": now,
-        }
-        for r in replies
-    ]
+    # with a sender in this process the rows are written already claimed and sent right after commit
+    claim = services.extras.get("sender") is not None
+    statement = _sql(services).insert_outbox
     ids: list[int] = []
-    for row in rows:  # one by one: ids in reply order on every backend
-        ids.append(int((await conn.execute(insert(OUTBOX).values(**row).returning(OUTBOX.c.id))).scalar_one()))
+    for reply in replies:  # one by one: ids in reply order on every backend
+        params = {"contact_id": contact.id, "channel": contact.channel, "origin": origin, "text": reply.text,
+                  "payload": rendered_payload(reply), "in_reply_to": message_id, "next_attempt_at": now,
+                  "created_at": now, "status": "sending" if claim else "queued", "claimed_at": now if claim else None}
+        ids.append(int((await conn.execute(statement, params)).scalar_one()))
     return ids
+
+
+async def send_claimed(
+    services: Services, contact: Contact, ids: list[int], replies: list[Rendered], origin: str = "reply"
+) -> None:
+    """Deliver rows that `_insert_outbox` wrote as claimed by this process."""
+    sender = services.extras.get("sender")
+    if sender is None or not ids:
+        return
+    from bot.sending import Claimed
+
+    rows = [
+        Claimed(
+            id=row_id, contact_id=contact.id, channel=contact.channel, origin=origin, text=reply.text,
+            payload=rendered_payload(reply) or {}, attempts=0, address=contact.address,
+            language=contact.language or "en", stopped=bool(contact.stopped), opted_out=bool(contact.reminders_opt_out),
+            last_inbound_at=contact.last_inbound_at,
+        )
+        for row_id, reply in zip(ids, replies, strict=True)
+    ]
+    await sender.send_claimed(rows)
 
 
 def _buttons_of(replies: list[Rendered]) -> list[dict[str, str]] | None:
@@ -423,19 +513,18 @@ async def _finish(services: Services, turn: Turn, status: str = "done", reload_c
             if crow is None:
                 return
             contact = Contact(**dict(crow))
-        await conn.execute(
-            update(MESSAGES)
-            .where(MESSAGES.c.id == message.id)
-            .values(status=status, routed_to=turn.routed_to, processed_at=utcnow(), language=message.language)
-        )
+        await conn.execute(_sql(services).finish_message, {
+            "message_id": message.id, "status": status, "routed_to": turn.routed_to, "processed_at": utcnow(),
+            "language": message.language,
+        })
         changes = {k: v for k, v in turn.contact_changes.items() if not reload_contact or k != "language"}
         buttons = _buttons_of(replies)
         if buttons is not None:
             changes["pending_buttons"] = buttons
         if changes:
             await conn.execute(update(CONTACTS).where(CONTACTS.c.id == contact.id).values(**changes))
-        ids = await _insert_outbox(conn, contact, message.id, replies)
-    await send_now(services, ids)
+        ids = await _insert_outbox(services, conn, contact, message.id, replies)
+    await send_claimed(services, contact, ids, replies)
 
 
 async def _queue_more(services: Services, contact: Contact, message_id: int, replies: list[Rendered]) -> None:
@@ -449,8 +538,8 @@ async def _queue_more(services: Services, contact: Contact, message_id: int, rep
         buttons = _buttons_of(replies)
         if buttons is not None:
             await conn.execute(update(CONTACTS).where(CONTACTS.c.id == contact.id).values(pending_buttons=buttons))
-        ids = await _insert_outbox(conn, contact, message_id, replies)
-    await send_now(services, ids)
+        ids = await _insert_outbox(services, conn, contact, message_id, replies)
+    await send_claimed(services, contact, ids, replies)
 
 
 async def _run_command(services: Services, contact: Contact, command: dict[str, Any]) -> CommandResult | None:
@@ -491,6 +580,6 @@ async def redeliver_pending(services: Services, older_than_s: float = 5.0, limit
                     await conn.execute(select(CONTACTS.c.key).where(CONTACTS.c.key.in_(keys), CONTACTS.c.mode != "bot"))
                 ).scalars()
             )
-    for key in keys:
-        await process_contact(services, key)
+    schedule(services, keys)
+    await asyncio.gather(*(task for key in keys if (task := _active.get(key)) is not None), return_exceptions=True)
     return len(keys)

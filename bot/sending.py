@@ -191,6 +191,12 @@ class OutboxSender:
         await self._send_all(claimed)
         return len(claimed)
 
+    async def send_claimed(self, rows: list[Claimed]) -> None:
+        """Send rows the caller wrote already claimed (`sending`, with `claimed_at`) in its own
+        transaction: the gateway's replies skip a claiming round trip this way."""
+        if rows:
+            await self._send_all(rows)
+
     async def run_once(self, limit: int = 100) -> int:
         """Return stale claims to the queue, then claim and send up to `limit` due rows in batches;
         returns how many rows were claimed."""
