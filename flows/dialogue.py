@@ -39,8 +39,9 @@ TOPIC_INTENTS: tuple[str, ...] = (
     "ask_programme_info",
 )
 MAX_TOPIC_BUTTONS = 3
-# a fallback whose best real guess is distress at least this sure is treated as distress
+# a fallback with distress among its best real guesses, at least this sure, is treated as distress
 DISTRESS_FALLBACK_CONFIDENCE = 0.2
+DISTRESS_FALLBACK_RANK = 2
 MAX_PLACE_CHARS = 80
 UNIVERSITY_WORDS = ("univ", "uni ", "hochschule", "college", "institut", "جامعة", "جامعه", "دانشگاه", "پوهنتون")
 
@@ -130,9 +131,9 @@ class ActionFallbackTopics(Action):  # type: ignore[misc]
         ctx = learner_context(tracker)
         ranking = [item for item in (tracker.latest_message or {}).get("intent_ranking") or []
                    if item.get("name") != "nlu_fallback"]
-        if ranking and ranking[0].get("name") == "express_distress" and float(
-            ranking[0].get("confidence") or 0.0
-        ) >= DISTRESS_FALLBACK_CONFIDENCE:
+        if any(item.get("name") == "express_distress"
+               and float(item.get("confidence") or 0.0) >= DISTRESS_FALLBACK_CONFIDENCE
+               for item in ranking[:DISTRESS_FALLBACK_RANK]):
             # never answer a possible crisis with "I didn't understand"
             _distress(dispatcher, ctx)
             return []

@@ -85,8 +85,8 @@ async def test_fallback_offers_the_likeliest_topics() -> None:
 
 
 async def test_a_fallback_that_looks_like_distress_is_treated_as_distress() -> None:
-    ranking = [{"name": "nlu_fallback", "confidence": 0.5}, {"name": "express_distress", "confidence": 0.35},
-               {"name": "deny", "confidence": 0.3}]
+    ranking = [{"name": "nlu_fallback", "confidence": 0.5}, {"name": "ask_enrolment_how", "confidence": 0.44},
+               {"name": "express_distress", "confidence": 0.3}]
     dispatcher = CollectingDispatcher()
     await ActionFallbackTopics().run(dispatcher, tracker("...", "nlu_fallback", ranking=ranking), DOMAIN)
     assert commands(dispatcher) == [{"command": "handoff", "reason": "distress", "urgent": True}]
