@@ -13,7 +13,6 @@ from typing import Any
 
 from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup
 from telegram.error import BadRequest, Forbidden, InvalidToken, NetworkError, RetryAfter, TelegramError, TimedOut
-from telegram.request import HTTPXRequest
 
 from bot.channels.base import (
     HttpRequestData,
@@ -27,6 +26,7 @@ from bot.channels.base import (
     SendResult,
     VerifyError,
 )
+from bot.channels.telegram_http import AiohttpRequest
 from bot.config import Settings
 from bot.text import split_text
 
@@ -98,7 +98,7 @@ class TelegramChannel:
             token=settings.telegram_bot_token,
             base_url=f"{base}/bot",
             base_file_url=f"{base}/file/bot",
-            request=request or HTTPXRequest(connection_pool_size=64, read_timeout=10.0, connect_timeout=5.0),
+            request=request or AiohttpRequest(connection_pool_size=64),
         )
 
     # -- inbound -------------------------------------------------------------
