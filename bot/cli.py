@@ -154,11 +154,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     children: list[subprocess.Popen[bytes]] = [
         subprocess.Popen(  # noqa: S603
             action_server_command(action_port), cwd=PROJECT_ROOT, env=env,
-            stdout=open(logs / "actions.log", "ab"), stderr=subprocess.STDOUT,  # noqa: SIM115
+            stdout=open(logs / "actions.log", "ab"), stderr=subprocess.STDOUT,
         ),
         subprocess.Popen(  # noqa: S603
             rasa_command(settings, model, config_dir, rasa_port), cwd=PROJECT_ROOT / "nlu", env=env,
-            stdout=open(logs / "rasa.out", "ab"), stderr=subprocess.STDOUT,  # noqa: SIM115
+            stdout=open(logs / "rasa.out", "ab"), stderr=subprocess.STDOUT,
         ),
     ]
 
@@ -276,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
         result = args.func(args)
     except KeyboardInterrupt:
         return 130
-    except Exception as exc:  # noqa: BLE001  (a clear line for the operator instead of a traceback)
+    except Exception as exc:  # a clear line for the operator instead of a traceback
         if os.environ.get("SANAD_DEBUG"):
             raise
         print(f"sanad: {exc}", file=sys.stderr)

@@ -33,7 +33,7 @@ def language_of(tracker: dict[str, Any]) -> str:
 def render_nlg(catalogue: Catalogue, body: dict[str, Any]) -> dict[str, Any]:
     """The NLG answer for one Rasa request."""
     response = str(body.get("response") or "")
-    tracker = body.get("tracker") if isinstance(body.get("tracker"), dict) else {}
+    tracker: dict[str, Any] = body["tracker"] if isinstance(body.get("tracker"), dict) else {}
     language = language_of(tracker)
     params: dict[str, Any] = {}
     slots = tracker.get("slots")

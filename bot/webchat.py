@@ -74,7 +74,11 @@ async def get_messages(request: Request) -> Response:
         rows = (
             await session.execute(
                 select(Outbox)
-                .where(Outbox.contact_id == contact.id, Outbox.id > after, Outbox.status.in_(("sent", "sending", "queued")))
+                .where(
+                    Outbox.contact_id == contact.id,
+                    Outbox.id > after,
+                    Outbox.status.in_(("sent", "sending", "queued")),
+                )
                 .order_by(Outbox.id)
                 .limit(50)
             )

@@ -10,8 +10,8 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from bot import pipeline
-from bot.services import Services
 from bot.sending import OutboxSender
+from bot.services import Services
 
 log = logging.getLogger(__name__)
 

@@ -42,7 +42,8 @@ class InboundEvent:
     address: str  # Telegram chat id, WhatsApp number (E.164), web chat session id
     dedup_key: str  # unique per provider delivery: a redelivery has the same key
     provider_id: str
-    kind: str = "text"  # text | button | command | voice | audio | photo | video | document | sticker | location | contact | other
+    # text | button | command | voice | audio | photo | video | document | sticker | location | contact | other
+    kind: str = "text"
     text: str | None = None
     payload: dict[str, Any] | None = None  # button payload, /start parameter, location, contact card
     media_ref: str | None = None  # Telegram file_id or Twilio MediaUrl

@@ -32,7 +32,7 @@ from bot.text import split_text
 
 log = logging.getLogger(__name__)
 
-SECRET_HEADER = "x-telegram-bot-api-secret-token"
+SECRET_HEADER = "x-telegram-bot-api-secret-token"  # noqa: S105  (a header name, not a secret)
 MAX_CALLBACK_DATA_BYTES = 64  # https://core.telegram.org/bots/api#inlinekeyboardbutton
 MEDIA_KINDS = ("voice", "audio", "video", "video_note", "document", "animation", "sticker")
 # Update kinds we understand but never answer: https://core.telegram.org/bots/api#update
@@ -135,7 +135,7 @@ class TelegramChannel:
             raise ParseError("message without chat")
         if chat.get("type", "private") != "private":
             return Ignored("not a private chat")
-        user = msg.get("from") if isinstance(msg.get("from"), dict) else {}
+        user: dict[str, Any] = msg["from"] if isinstance(msg.get("from"), dict) else {}
         event = InboundEvent(
             channel=self.name,
             address=str(chat["id"]),
@@ -183,9 +183,9 @@ class TelegramChannel:
         return [event]
 
     def _parse_callback(self, update_id: int, query: dict[str, Any]) -> ParseResult:
-        user = query.get("from") if isinstance(query.get("from"), dict) else {}
-        message = query.get("message") if isinstance(query.get("message"), dict) else {}
-        chat = message.get("chat") if isinstance(message.get("chat"), dict) else {}
+        user: dict[str, Any] = query["from"] if isinstance(query.get("from"), dict) else {}
+        message: dict[str, Any] = query["message"] if isinstance(query.get("message"), dict) else {}
+        chat: dict[str, Any] = message["chat"] if isinstance(message.get("chat"), dict) else {}
         chat_id = chat.get("id", user.get("id"))
         if chat_id is None or "id" not in query:
             raise ParseError("callback query without chat or id")
@@ -210,8 +210,8 @@ class TelegramChannel:
         ]
 
     def _parse_member(self, update_id: int, member: dict[str, Any]) -> ParseResult:
-        chat = member.get("chat") if isinstance(member.get("chat"), dict) else {}
-        new = member.get("new_chat_member") if isinstance(member.get("new_chat_member"), dict) else {}
+        chat: dict[str, Any] = member["chat"] if isinstance(member.get("chat"), dict) else {}
+        new: dict[str, Any] = member["new_chat_member"] if isinstance(member.get("new_chat_member"), dict) else {}
         if chat.get("type") != "private" or "id" not in chat:
             return Ignored("chat member update outside a private chat")
         status = new.get("status")

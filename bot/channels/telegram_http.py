@@ -8,7 +8,6 @@ changes. Timeouts map onto aiohttp's: connect, and total as read + write.
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import aiohttp
@@ -86,7 +85,7 @@ class AiohttpRequest(BaseRequest):
         try:
             async with self._client().request(method, url, data=data, timeout=timeout) as response:
                 return response.status, await response.read()
-        except (TimeoutError, asyncio.TimeoutError) as exc:
+        except TimeoutError as exc:
             raise TimedOut from exc
         except aiohttp.ClientError as exc:
             raise NetworkError(f"aiohttp.{type(exc).__name__}: {exc}") from exc

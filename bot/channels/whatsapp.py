@@ -43,7 +43,7 @@ WINDOW_CODES = {"63016"}  # free-form message outside the 24-hour session window
 PERMANENT_CODES = {"21211", "21614", "63003", "63024"}
 
 
-class BaseUrlHttpClient(AsyncHttpClient):
+class BaseUrlHttpClient(AsyncHttpClient):  # type: ignore[misc]
     """Twilio's async HTTP client with the API host swapped (a local test double or a proxy).
 
     It wraps `AsyncTwilioHttpClient` instead of extending it: twilio's `Client` builds absolute
@@ -63,7 +63,7 @@ class BaseUrlHttpClient(AsyncHttpClient):
         data: dict[str, object] | None = None,
         headers: dict[str, str] | None = None,
         auth: tuple[str, str] | None = None,
-        timeout: float | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109  (twilio's interface)
         allow_redirects: bool = False,
     ) -> TwilioResponse:
         if self.base_url != TWILIO_DEFAULT_BASE and uri.startswith(TWILIO_DEFAULT_BASE):
