@@ -272,7 +272,5 @@ class TelegramChannel:
             log.info("callback query could not be answered")
 
     async def close(self) -> None:
-        try:
-            await self.bot.shutdown()
-        except TelegramError:
-            pass
+        # the Bot was never `initialize()`d (that would call getMe): close its transport directly
+        await self.bot.request.shutdown()

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-28 18:15:20.858649
+Create Date: 2026-11-28 18:46:46.334338
 """
 from __future__ import annotations
 

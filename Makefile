@@ -1,0 +1,23 @@
+# Two commands for a fresh machine:
+#   make run    Sanad on the embedded default (SQLite, no Redis, demo platform, web chat)
+#   make test   the whole test suite (lint, types, unit, integration, browser and end-to-end)
+.PHONY: run test install train lint bench
+
+install:
+	./scripts/bootstrap.sh
+
+run: install
+	.venv/bin/sanad run
+
+train: install
+	.venv/bin/sanad train
+
+lint:
+	.venv/bin/ruff check bot flows integrations tests bench
+	.venv/bin/mypy
+
+test:
+	./scripts/bootstrap.sh --browser
+	.venv/bin/sanad train
+	$(MAKE) lint
+	.venv/bin/pytest -q -p no:cacheprovider tests
