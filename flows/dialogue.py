@@ -96,7 +96,7 @@ class ActionRequestHuman(Action):  # type: ignore[misc]
         return "action_request_human"
 
     async def run(self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict) -> list[EventType]:
-        say_key(dispatcher, learner_context(tracker), "dialogue_request_human")
+        # the gateway's answer says how long the wait is and how to go back to the bot
         gateway_command(dispatcher, "handoff", reason="request_human", urgent=False)
         return []
 
@@ -173,8 +173,8 @@ class ActionStopReminders(Action):  # type: ignore[misc]
         return "action_stop_reminders"
 
     async def run(self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict) -> list[EventType]:
+        # the gateway confirms once the preference is saved
         gateway_command(dispatcher, "reminders", enabled=False)
-        say_key(dispatcher, learner_context(tracker), "dialogue_reminders_stopped")
         return []
 
 
@@ -186,7 +186,6 @@ class ActionStartReminders(Action):  # type: ignore[misc]
 
     async def run(self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict) -> list[EventType]:
         gateway_command(dispatcher, "reminders", enabled=True)
-        say_key(dispatcher, learner_context(tracker), "dialogue_reminders_started")
         return []
 
 
