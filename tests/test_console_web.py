@@ -226,3 +226,33 @@ async def test_whatsapp_reply_outside_window_goes_out_as_template(gateway: Gatew
     async with gateway.services.db.session() as s:
         row = (await s.execute(select(Outbox).where(Outbox.origin == "mentor"))).scalar_one()
     assert row.payload and row.payload["template"]["sid"] == "HX0000mentorreply"
+
+
+async def test_export_goes_to_the_mentor_of_the_conversation_only(gateway: Gateway,
+                                                                   console: httpx.AsyncClient) -> None:
+    await mentor(gateway, "amal@example.org", "en,ar")
+    await mentor(gateway, "omar@example.org", "en")
+    await gateway.telegram(tg_update(1, "my student number is 7731, can I speak with a person"))
+    await gateway.settle()
+    h = await only_handoff(gateway)
+
+    await login(console, "omar@example.org")  # sees the waiting conversation, but has not claimed it
+    assert (await console.get(f"/console/h/{h.id}/export")).status_code == 403
+    await console.post("/console/logout", data={"csrf_token": await csrf(console)})
+
+    await login(console, "amal@example.org")
+    await console.post(f"/console/h/{h.id}/claim", data={"csrf_token": await csrf(console)})
+    export = await console.get(f"/console/h/{h.id}/export")
+    assert export.status_code == 200
+    assert export.headers["content-disposition"].startswith("attachment;")
+    data = export.json()
+    assert "my student number is 7731, can I speak with a person" in json_dump(data)
+    async with gateway.services.db.session() as s:
+        actions = [e.action for e in (await s.execute(select(AuditEntry))).scalars()]
+    assert "export.download" in actions
+
+
+def json_dump(value: Any) -> str:
+    import json
+
+    return json.dumps(value, ensure_ascii=False)

@@ -523,6 +523,36 @@ async def transfer_action(request: Request) -> Response:
 
 # --- media -----------------------------------------------------------------------
 
+async def export_download(request: Request) -> Response:
+    """The learner's data export (GDPR Art. 15) as a JSON file, for the mentor to pass on.
+
+    Only a lead or the mentor who has the conversation may take it; every download is audited."""
+    try:
+        ctx = await require_mentor(request)
+    except LoginRequired:
+        return login_redirect()
+    svc = services_of(request)
+    async with svc.db.session() as session:
+        handoff = await session.get(Handoff, int(request.path_params["handoff_id"]))
+        if handoff is None:
+            raise HTTPException(404, "No such conversation")
+        if ctx.mentor.role != "lead" and handoff.mentor_id != ctx.mentor.id:
+            raise HTTPException(403, "Only a lead or the mentor of this conversation can export it")
+        contact = await session.get(Contact, handoff.contact_id)
+        if contact is None:
+            raise HTTPException(404, "The learner's data is gone")
+        audit(session, svc.settings, actor=mentor_actor(ctx.mentor.id), action="export.download",
+              contact_key=contact.key, detail={"handoff_id": handoff.id})
+        key = contact.key
+    from bot.privacy.export import build_export, export_json
+
+    body = export_json(await build_export(svc, key))
+    return Response(body, media_type="application/json", headers={
+        "Content-Disposition": f'attachment; filename="sanad-export-{handoff.id}.json"',
+        "Cache-Control": "no-store",
+    })
+
+
 async def media_download(request: Request) -> Response:
     """Proxy a learner's voice note / photo / document from the provider (the browser has no provider token)."""
     try:
@@ -627,6 +657,7 @@ def routes() -> list[BaseRoute]:
         Route("/console/h/{handoff_id:int}/resolve", resolve_action, methods=["POST"]),
         Route("/console/h/{handoff_id:int}/handback", handback_action, methods=["POST"]),
         Route("/console/h/{handoff_id:int}/transfer", transfer_action, methods=["POST"]),
+        Route("/console/h/{handoff_id:int}/export", export_download, methods=["GET"]),
         Route("/console/media/{message_id:int}", media_download, methods=["GET"]),
         Mount("/console/static", app=StaticFiles(directory=str(HERE / "static")), name="console-static"),
     ]
