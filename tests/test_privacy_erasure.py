@@ -339,3 +339,18 @@ async def test_learner_erases_through_the_gateway(gateway: Any) -> None:
     found = await find_anywhere(gateway.services, [f"telegram:{chat}", str(chat), "Lina", "bonjour", "delete my"])
     assert found == []
     assert not [k for k in await redis_keys(gateway.services) if str(chat) in k]
+
+
+async def test_mentors_audit_entries_are_unlinked_by_erasure(services: Services) -> None:
+    from bot.mentoring.audit import audit, subject_ref
+
+    async with services.db.session() as session:
+        session.add(Contact(key="telegram:880011", channel="telegram", address="880011", mode="bot"))
+        await session.flush()
+        audit(session, services.settings, actor="mentor:1", action="conversation.read", contact_key="telegram:880011")
+    ref = subject_ref(services.settings, "telegram:880011")
+    await erase_contact(services, "telegram:880011")
+    async with services.db.session() as session:
+        entries = list((await session.execute(select(AuditEntry))).scalars())
+    assert [e.action for e in entries if e.action == "conversation.read"] == ["conversation.read"]  # who did what stays
+    assert all(e.subject_ref != ref for e in entries)  # but no longer points at the erased learner

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -13,11 +11,10 @@ from bot.models import AuditEntry
 
 
 def subject_ref(settings: Settings, contact_key: str) -> str:
-    """Pseudonymous reference of a contact: HMAC-SHA256 of its key (64 hex chars).
+    """Pseudonymous reference of a contact: the one privacy's audit uses, so erasure finds these too."""
+    from bot.privacy.audit import subject_ref as privacy_subject_ref
 
-    Keyed, so a phone number cannot be recovered by hashing candidate numbers.
-    """
-    return hmac.new(settings.secret_key.encode(), contact_key.encode(), hashlib.sha256).hexdigest()
+    return privacy_subject_ref(settings, contact_key)
 
 
 def mentor_actor(mentor_id: int) -> str:
