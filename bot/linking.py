@@ -41,7 +41,6 @@ from integrations.platform import (
     PlatformClient,
     PlatformDataError,
     PlatformUnavailable,
-    make_platform_client,
 )
 
 if TYPE_CHECKING:
@@ -141,14 +140,8 @@ async def issue_link_token(services: Services, learner_id: str) -> dict[str, str
 # --- the platform client of this process ------------------------------------------
 
 def get_platform(services: Services) -> PlatformClient:
-    """The process's platform client, built once and kept in `services.extras["platform"]`."""
-    client = services.extras.get(PLATFORM_EXTRA)
-    if client is None:
-        client = make_platform_client(services.settings, services.coord)
-        services.extras[PLATFORM_EXTRA] = client
-    if not isinstance(client, PlatformClient):
-        raise TypeError("services.extras['platform'] is not a PlatformClient")
-    return client
+    """The process's platform client (see `Services.platform`)."""
+    return services.platform()
 
 
 # --- recognising link messages ------------------------------------------------

@@ -12,6 +12,7 @@ from bot.db import Database
 
 if TYPE_CHECKING:
     from bot.channels.base import Channel
+    from integrations.platform import PlatformClient
     from integrations.rasa import RasaClient
 
 
@@ -43,6 +44,18 @@ class Services:
         services.channels = build_channels(settings)
         services.rasa = RasaClient(settings.rasa_url, timeout_s=settings.rasa_timeout_s)
         return services
+
+    def platform(self) -> PlatformClient:
+        """The process's platform client, built on first use and kept in `extras["platform"]`."""
+        from integrations.platform import PlatformClient, make_platform_client
+
+        client = self.extras.get("platform")
+        if client is None:
+            client = make_platform_client(self.settings, self.coord)
+            self.extras["platform"] = client
+        if not isinstance(client, PlatformClient):
+            raise TypeError("services.extras['platform'] is not a PlatformClient")
+        return client
 
     async def close(self) -> None:
         for channel in self.channels.values():

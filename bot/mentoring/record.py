@@ -39,14 +39,8 @@ def _plain(item: Any) -> dict[str, Any]:
 
 
 def platform_client(services: Services) -> Any:
-    """The process's platform client (shared through `services.extras["platform"]`)."""
-    client = services.extras.get("platform")
-    if client is None:
-        from integrations.platform import make_platform_client
-
-        client = make_platform_client(services.settings, services.coord)
-        services.extras["platform"] = client
-    return client
+    """The process's platform client (see `Services.platform`)."""
+    return services.platform()
 
 
 async def load_record(services: Services, learner_id: str | None) -> LearnerRecord:

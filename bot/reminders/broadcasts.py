@@ -140,14 +140,8 @@ def parse_time(value: Any) -> datetime | None:
 # --- recipients -----------------------------------------------------------------------
 
 def platform_client(services: Services) -> Any:
-    """The platform client of this process (created once, kept in services.extras)."""
-    client = services.extras.get("platform")
-    if client is None:
-        from integrations.platform import make_platform_client
-
-        client = make_platform_client(services.settings, services.coord)
-        services.extras["platform"] = client
-    return client
+    """The process's platform client (see `Services.platform`)."""
+    return services.platform()
 
 
 async def recipients(services: Services, segment: dict[str, list[str]]) -> list[Recipient]:
