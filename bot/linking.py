@@ -383,7 +383,7 @@ async def create_link_token(request: Request) -> JSONResponse:
 
         await record_audit(session, services.settings, actor="admin", action="link_token_issued",
                            contact_key=f"learner:{learner_id}", detail={})
-    return JSONResponse(result, status_code=201)
+    return JSONResponse(result)
 
 
 def routes() -> list[BaseRoute]:

@@ -242,7 +242,7 @@ async def test_admin_route(svc: Services, tmp_path: Path) -> None:
     unknown = await post({"learner_id": "L9999"})
     assert unknown.status_code == 404 and unknown.json()["error"] == "unknown_learner"
     ok = await post({"learner_id": "L1001"})
-    assert ok.status_code == 201
+    assert ok.status_code == 200
     assert set(ok.json()) == {"token", "telegram_url", "whatsapp_text", "expires_at"}
     async with svc.db.session() as session:
         rows = (await session.execute(select(LinkToken.learner_id))).scalars().all()
