@@ -36,8 +36,8 @@ def pg_schema() -> Iterator[str]:
         conn = await asyncpg.connect(PG_DSN)
         await conn.execute(f'CREATE SCHEMA "{SCHEMA}"')
         await conn.close()
-        from bot.db import Database
         import bot.models  # noqa: F401
+        from bot.db import Database
 
         db = Database(pg_async_url(), schema=SCHEMA)
         async with db.engine.begin() as c:

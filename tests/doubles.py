@@ -217,7 +217,8 @@ class RasaDouble(HttpDouble):
 
     async def append(self, request: web.Request) -> web.Response:
         events = await request.json()
-        self.events.setdefault(request.match_info["sender"], []).extend(events if isinstance(events, list) else [events])
+        batch = events if isinstance(events, list) else [events]
+        self.events.setdefault(request.match_info["sender"], []).extend(batch)
         return web.json_response({"sender_id": request.match_info["sender"]})
 
     async def replace(self, request: web.Request) -> web.Response:

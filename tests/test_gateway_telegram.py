@@ -47,7 +47,9 @@ async def test_corpus_update_is_answered_without_server_error(gateway: Gateway, 
     assert len(gateway.rasa.messages) <= 1
 
 
-async def test_corpus_private_text_reaches_rasa_once_and_is_answered(gateway: Gateway) -> None:
+async def test_corpus_private_text_reaches_rasa_once_and_is_answered(
+    gateway: Gateway,
+) -> None:
     update = next(c["body"] for c in CORPUS if c["label"].startswith("message (private text"))
     for _ in range(3):  # Telegram redelivers when it does not see a 200 in time
         assert (await gateway.telegram(update)).status_code == 200
@@ -64,7 +66,9 @@ async def test_corpus_private_text_reaches_rasa_once_and_is_answered(gateway: Ga
     ("headers_secret", "status"),
     [(None, 401), ("wrong", 403), ("", 403)],
 )
-async def test_unsigned_or_forged_updates_are_rejected(gateway: Gateway, headers_secret: str | None, status: int) -> None:
+async def test_unsigned_or_forged_updates_are_rejected(
+    gateway: Gateway, headers_secret: str | None, status: int
+) -> None:
     response = await gateway.telegram(private_message(1), secret=headers_secret)
     assert response.status_code == status
     await gateway.settle()
@@ -100,7 +104,9 @@ IGNORED = [
 
 
 @pytest.mark.parametrize(("update", "reason"), IGNORED, ids=[r for _, r in IGNORED])
-async def test_understood_but_unneeded_updates_are_ignored(gateway: Gateway, update: dict[str, Any], reason: str) -> None:
+async def test_understood_but_unneeded_updates_are_ignored(
+    gateway: Gateway, update: dict[str, Any], reason: str
+) -> None:
     response = await gateway.telegram(update)
     assert response.status_code == 200
     assert response.json()["ignored"] == reason
@@ -159,7 +165,8 @@ async def test_callback_query_is_answered_then_its_payload_goes_to_rasa(gateway:
 
 
 async def test_start_with_parameter_is_kept_as_a_command(gateway: Gateway) -> None:
-    await gateway.telegram(private_message(80, text="/start", entities=[{"type": "bot_command", "offset": 0, "length": 6}]))
+    entities = [{"type": "bot_command", "offset": 0, "length": 6}]
+    await gateway.telegram(private_message(80, text="/start", entities=entities))
     await gateway.settle()
     async with gateway.services.db.session() as s:
         row = (await s.execute(select(InboundMessage))).scalar_one()
@@ -235,8 +242,9 @@ async def test_throttled_send_is_retried_not_lost(gateway: Gateway) -> None:
     async with gateway.services.db.session() as s:
         out = (await s.execute(select(Outbox))).scalar_one()
     assert out.status == "queued" and out.last_error == "throttled"
-    from bot.sending import OutboxSender
     import asyncio
+
+    from bot.sending import OutboxSender
 
     await asyncio.sleep(1.1)
     await OutboxSender(gateway.services).run_once()

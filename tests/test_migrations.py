@@ -11,7 +11,7 @@ import asyncpg
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
-import bot.models  # noqa: F401
+import bot.models
 from bot.cli import db_upgrade
 from bot.db import Base, make_engine
 from tests.conftest import PG_DSN, make_settings, pg_async_url
