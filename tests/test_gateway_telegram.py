@@ -215,10 +215,11 @@ async def test_long_reply_is_split_and_buttons_become_an_inline_keyboard(gateway
 async def test_blocking_the_bot_stops_the_contact(gateway: Gateway) -> None:
     await gateway.telegram(private_message(110, text="hi"))
     await gateway.settle()
+    bot_user = {"id": 1, "is_bot": True, "first_name": "S"}
     await gateway.telegram({"update_id": 111, "my_chat_member": {
         "chat": {"id": 555001, "type": "private"}, "from": {"id": 555001, "is_bot": False, "first_name": "L"},
-        "date": 1, "old_chat_member": {"status": "member", "user": {"id": 1, "is_bot": True, "first_name": "S"}},
-        "new_chat_member": {"status": "kicked", "until_date": 0, "user": {"id": 1, "is_bot": True, "first_name": "S"}}}})
+        "date": 1, "old_chat_member": {"status": "member", "user": bot_user},
+        "new_chat_member": {"status": "kicked", "until_date": 0, "user": bot_user}}})
     async with gateway.services.db.session() as s:
         contact = (await s.execute(select(Contact))).scalar_one()
     assert contact.stopped is True
