@@ -91,3 +91,17 @@ async def test_reminders_command_without_a_session(services: Services) -> None:
     assert back is not None and "rappels" in back.replies[0].text
     async with services.db.session() as session:
         assert (await session.get(Contact, contact.id)).reminders_opt_out is False  # type: ignore[union-attr]
+
+
+async def test_start_resubscribes_a_contact_the_provider_had_stopped(services: Services) -> None:
+    async with services.db.session() as session:
+        contact = Contact(key="whatsapp:+96170000001", channel="whatsapp", address="+96170000001", language="fr",
+                          stopped=True, reminders_opt_out=True)
+        session.add(contact)
+    detached = InboundMessage(contact_id=contact.id, channel="whatsapp", dedup_key="whatsapp:SMx", text="START",
+                              kind="text")
+    result = await optout_keywords(services, contact, detached)
+    assert result is not None
+    async with services.db.session() as session:
+        stored = await session.get(Contact, contact.id)
+    assert stored is not None and stored.stopped is False and stored.reminders_opt_out is False

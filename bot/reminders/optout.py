@@ -65,14 +65,18 @@ async def set_reminders_enabled(services: Services, contact: Contact, enabled: b
     from bot.reminders.planner import cancel_contact_reminders
 
     contact.reminders_opt_out = not enabled
+    if enabled:
+        contact.stopped = False
     session = async_object_session(contact)
     if session is not None:
         await _apply(session, contact.id, enabled, cancel_contact_reminders)
     else:
         async with services.db.session() as own:
-            await own.execute(
-                update(Contact).where(Contact.id == contact.id).values(reminders_opt_out=not enabled)
-            )
+            values: dict[str, Any] = {"reminders_opt_out": not enabled}
+            if enabled:
+                # a learner who writes START has re-subscribed at the provider too (WhatsApp's START)
+                values["stopped"] = False
+            await own.execute(update(Contact).where(Contact.id == contact.id).values(**values))
             await _apply(own, contact.id, enabled, cancel_contact_reminders)
     log.info("contact=%s reminders %s", contact.id, "on" if enabled else "off")
     key = "reminders_started" if enabled else "reminders_stopped"
