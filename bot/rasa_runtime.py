@@ -18,6 +18,7 @@ from bot.config import PROJECT_ROOT, Settings
 NLU_DIR = PROJECT_ROOT / "nlu"
 MODELS_DIR = NLU_DIR / "models"
 HASHED_PARTS = ("config.yml", "domain.yml", "data", "components")
+KEEP_MODELS = 3  # a running Rasa may still use an older one
 
 
 class RasaNotInstalled(RuntimeError):
@@ -80,18 +81,38 @@ def train(force: bool = False, nlu_dir: Path = NLU_DIR, quiet: bool = False) -> 
     )
     if not target.exists():
         raise RuntimeError(f"training finished but {target} is missing")
+    prune_models(nlu_dir / "models", keep=KEEP_MODELS)
     return target
 
 
+def prune_models(models_dir: Path, keep: int) -> list[Path]:
+    """Delete all but the `keep` newest `sanad-<hash>` models (~65 MB each); returns what was deleted."""
+    models = sorted(models_dir.glob("sanad-*.tar.gz"), key=lambda p: p.stat().st_mtime, reverse=True)
+    removed = []
+    for old in models[keep:]:
+        try:
+            old.unlink()
+            removed.append(old)
+        except FileNotFoundError:  # another `sanad train` pruned it first
+            pass
+    return removed
+
+
 def tracker_store_section(settings: Settings) -> str:
-    url = settings.extra.get("SANAD_RASA_TRACKER_STORE_URL") or os.environ.get("RASA_TRACKER_STORE_URL")
+    """Rasa's SQL tracker store at `RASA_TRACKER_STORE_URL`: the same place privacy erases and exports from."""
+    url = settings.extra.get("SANAD_RASA_TRACKER_STORE_URL") or settings.rasa_tracker_store_url
     if not url:
-        if settings.is_sqlite:
-            return f"tracker_store:\n  type: SQL\n  dialect: sqlite\n  db: {settings.var_dir / 'rasa_tracker.db'}\n"
-        url = settings.database_url
-    parsed = urlparse(url.replace("+asyncpg", "").replace("+psycopg2", "").replace("+aiosqlite", ""))
-    if parsed.scheme.startswith("sqlite"):
-        return f"tracker_store:\n  type: SQL\n  dialect: sqlite\n  db: {parsed.path}\n"
+        url = f"sqlite:///{settings.var_dir / 'rasa_tracker.db'}"
+    plain = url.replace("+asyncpg", "").replace("+psycopg2", "").replace("+aiosqlite", "")
+    if plain.startswith("sqlite"):
+        # SQLAlchemy's form: sqlite:///relative or sqlite:////absolute
+        path = plain.split(":///", 1)[1] if ":///" in plain else ""
+        if not path:
+            raise ValueError(f"RASA_TRACKER_STORE_URL has no file: {url}")
+        return f"tracker_store:\n  type: SQL\n  dialect: sqlite\n  db: {path}\n"
+    parsed = urlparse(plain)
+    if not parsed.scheme.startswith("postgres"):
+        raise ValueError("RASA_TRACKER_STORE_URL must be a sqlite:/// or postgresql:// URL")
     return (
         "tracker_store:\n  type: SQL\n  dialect: postgresql\n"
         f"  url: {parsed.hostname}\n  port: {parsed.port or 5432}\n"
@@ -109,7 +130,8 @@ def lock_store_section(settings: Settings) -> str:
     return (
         "lock_store:\n  type: redis\n"
         f"  url: {parsed.hostname}\n  port: {parsed.port or 6379}\n  db: {db}\n"
-        f"  key_prefix: {settings.redis_prefix.rstrip(':')}rasa\n"
+        # Rasa ignores (with a warning) a prefix that is not alphanumeric
+        f"  key_prefix: {''.join(c for c in settings.redis_prefix if c.isalnum())}rasa\n"
         + (f"  password: '{parsed.password}'\n" if parsed.password else "")
     )
 
