@@ -61,6 +61,15 @@ _FINGLISH_WORDS = frozenset(
 )
 # words that are the same in Arabizi and Finglish say nothing on their own
 _SHARED_LATIN = _ARABIZI_WORDS & _FINGLISH_WORDS
+# dialect words that are also ordinary English, French or German words ("are" = yes in Finglish, "key" =
+# when, "na" = no, "ana" = I): they only count next to an unambiguous dialect word or a digit-letter,
+# so "are you a bot?" or "na gut" stay with lingua
+_EUROPEAN_HOMOGRAPHS = frozenset(
+    """
+    are key na chi chie chon bale bade hala ana eh ee shi shee leh hek sho esh bas
+    ma man to in un kar pak dars dore fi fee el il al wen wein kon ta tab hast nam sabt
+    """.split()
+)
 
 _LINGUA_CODES = {"ENGLISH": "en", "ARABIC": "ar", "PERSIAN": "fa", "FRENCH": "fr", "GERMAN": "de"}
 
@@ -84,10 +93,18 @@ def _lingua(text: str) -> tuple[str | None, float]:
 
 def _latin_arabic_or_persian(words: list[str]) -> tuple[str | None, float]:
     """Arabizi or Finglish from word lists and digit-letters; (None, 0) when neither shows."""
-    arabizi = sum(1 for w in words if w in _ARABIZI_WORDS and w not in _SHARED_LATIN)
+    def count(vocabulary: frozenset[str]) -> tuple[int, int]:
+        hits = [w for w in words if w in vocabulary and w not in _SHARED_LATIN]
+        weak = sum(1 for w in hits if w in _EUROPEAN_HOMOGRAPHS)
+        return len(hits) - weak, weak
+
+    arabizi_strong, arabizi_weak = count(_ARABIZI_WORDS)
     # "a7ki", "ma3", "2adem": digits standing for letters are the surest sign of Arabizi
-    arabizi += 2 * sum(1 for w in words if _ARABIZI_DIGIT.search(w) and not w.isdigit())
-    finglish = sum(1 for w in words if w in _FINGLISH_WORDS and w not in _SHARED_LATIN)
+    arabizi_strong += 2 * sum(1 for w in words if _ARABIZI_DIGIT.search(w) and not w.isdigit())
+    finglish_strong, finglish_weak = count(_FINGLISH_WORDS)
+    # homographs of European words only add to a dialect that already shows itself
+    arabizi = arabizi_strong + (arabizi_weak if arabizi_strong else 0)
+    finglish = finglish_strong + (finglish_weak if finglish_strong else 0)
     if arabizi == finglish == 0:
         return None, 0.0
     share = max(arabizi, finglish) / max(len(words), 1)

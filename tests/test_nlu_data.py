@@ -51,3 +51,38 @@ def test_every_intent_is_tested_in_every_language() -> None:
         tested = _examples([NLU / "tests" / f"nlu_{lang}.yml"])
         assert set(tested) == intents, lang
         assert min(len(texts) for texts in tested.values()) >= 6, lang
+
+
+_PUNCT = re.compile(r"[^\w\s]", re.UNICODE)
+_ARABIC_FORMS = str.maketrans({"أ": "ا", "إ": "ا", "آ": "ا", "ى": "ی", "ي": "ی", "ك": "ک", "ة": "ه"})
+_MARKS = re.compile("[\u064b-\u065f\u0670\u0640\u200c\u200d]")
+
+
+def _canonical(text: str) -> str:
+    """Case, punctuation, diacritics, Arabic/Persian letter forms and spacing removed."""
+    text = _MARKS.sub("", text.lower()).translate(_ARABIC_FORMS)
+    return " ".join(_PUNCT.sub(" ", text).split())
+
+
+def test_held_out_examples_have_no_near_copies_in_training() -> None:
+    """Stricter than exact copies: no held-out example up to case, punctuation, diacritics and letter forms,
+    and none of the same intent with >= 90% of the same characters ("efface mes donnees" vs "effacer ...")."""
+    from difflib import SequenceMatcher
+
+    for lang in LANGS:
+        train = {intent: {_canonical(t) for t in texts}
+                 for intent, texts in _examples(sorted((NLU / "data").glob(f"*_{lang}.yml"))).items()}
+        test = {intent: {_canonical(t) for t in texts}
+                for intent, texts in _examples([NLU / "tests" / f"nlu_{lang}.yml"]).items()}
+        seen_all = set().union(*train.values())
+        copies = sorted(seen_all & set().union(*test.values()))
+        assert not copies, (lang, copies)
+        near = []
+        for intent, held_texts in test.items():
+            for held in held_texts:
+                matcher = SequenceMatcher(None, held, autojunk=False)
+                for seen in train.get(intent, ()):
+                    matcher.set_seq1(seen)
+                    if matcher.real_quick_ratio() >= 0.9 and matcher.quick_ratio() >= 0.9 and matcher.ratio() >= 0.9:
+                        near.append((held, seen))
+        assert not near, (lang, near)

@@ -123,3 +123,49 @@ def test_new_contacts_take_detection_then_hint_then_english() -> None:
 )
 def test_language_names(name: str | None, code: str | None) -> None:
     assert language_from_name(name) == code
+
+
+# reported: ordinary English taken for Finglish ("to" = you, "man" = I, "are" = yes, "key" = when)
+@pytest.mark.parametrize("hint", [None, "fa", "en"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "I want to talk to a human",
+        "can I speak to a person",
+        "I would like to talk to a mentor please",
+        "are you a robot or a real person?",
+        "are there any courses in data science",
+        "I have a key question about my course",
+        "in my country the man at the office said no",
+        "to be honest I have no idea where to start",
+    ],
+)
+def test_english_words_are_not_finglish_or_arabizi(text: str, hint: str | None) -> None:
+    assert detect_language(text, hint)[0] == "en", text
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("na gut, dann halt morgen", "de"),
+        ("du hast mir nicht geantwortet", "de"),
+        ("eh bien, je ne sais pas quoi faire", "fr"),
+        ("il y a un probleme avec mon compte", "fr"),
+    ],
+)
+def test_french_and_german_words_are_not_finglish_or_arabizi(text: str, expected: str) -> None:
+    assert detect_language(text)[0] == expected, text
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("are mikham", "fa"),  # a homograph next to a real Finglish word still counts
+        ("key mohlat tamoom mishe", "fa"),
+        ("na mersi", "fa"),
+        ("ana badi a7ki ma3 mentor", "ar"),
+        ("hala2 shu", "ar"),
+    ],
+)
+def test_homographs_count_next_to_real_dialect_words(text: str, expected: str) -> None:
+    assert detect_language(text)[0] == expected, text
