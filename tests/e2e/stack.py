@@ -112,7 +112,7 @@ class Stack:
     """Start, restart and stop the processes; build the env every process shares."""
 
     def __init__(self, tmp: Path, db: str = "postgres", redelivery_interval_s: float = 0.0,
-                 gateway_command: list[str] | None = None) -> None:
+                 gateway_command: list[str] | None = None, extra_env: dict[str, str] | None = None) -> None:
         if db not in ("postgres", "sqlite"):
             raise ValueError("db is postgres or sqlite")
         self.tmp, self.db = tmp, db
@@ -123,6 +123,7 @@ class Stack:
         self.gateway_url = f"http://127.0.0.1:{self.gateway_port}"
         self.rasa_url = f"http://127.0.0.1:{self.rasa_port}"
         self.gateway_command = gateway_command or [PYTHON, "-m", "tests.e2e.stack", "gateway", str(self.gateway_port)]
+        self.extra_env = dict(extra_env or {})
         self.doubles: DoublesThread | None = None
         self.gateway: subprocess.Popen[bytes] | None = None
         self.actions: subprocess.Popen[bytes] | None = None
@@ -221,6 +222,7 @@ class Stack:
             "TF_CPP_MIN_LOG_LEVEL": "2",
             "SQLALCHEMY_SILENCE_UBER_WARNING": "1",
             "PYTHONWARNINGS": "ignore",
+            **self.extra_env,
         }
         asyncio.run(self._create_database())
         t0 = time.monotonic()

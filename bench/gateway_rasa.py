@@ -1,0 +1,185 @@
+"""End-to-end benchmark with the real Rasa model: Telegram updates at a fixed rate through the whole stack.
+
+Processes as in production: `sanad gateway` (uvicorn), the rasa-sdk action server and the Rasa
+server with the trained model (NLG at the gateway's /nlg), PostgreSQL + Redis (or SQLite). The
+Bot API double runs in this process on its own thread. aiohttp posts one update per new learner
+at `--rate` messages/s for `--seconds`, with realistic messages in the five languages; per
+message we measure the time from the webhook POST to the first reply reaching the Bot API double.
+
+Printed (JSON): p50/p90/p99/max end-to-end latency, replies received, "trouble" replies (Rasa
+too slow), CPU ms per message of the gateway, of Rasa and of the action server (/proc).
+
+Usage: .venv/bin/python -m bench.gateway_rasa [--rate 30] [--seconds 20] [--db postgres|sqlite]
+       (SANAD_E2E_MODEL=nlu/models/sanad-<hash>.tar.gz to pin a model instead of training)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import json
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.e2e.stack import TELEGRAM_SECRET, Stack, cpu_s  # noqa: E402
+
+# (language_code of the Telegram client, text): what learners write, in the five languages
+MESSAGES: list[tuple[str, str]] = [
+    ("en", "hello"), ("en", "what can you help me with?"), ("en", "is the programme free?"),
+    ("en", "how do I sign up for a course?"), ("en", "where is my certificate?"), ("en", "I can't log in"),
+    ("en", "will a university accept my credits?"), ("en", "when is my next deadline?"), ("en", "thanks a lot"),
+    ("ar", "مرحبا"), ("ar", "كيف أسجل في دورة؟"), ("ar", "وين الشهادة تبعي؟"), ("ar", "هل البرنامج مجاني؟"),
+    ("ar", "ما بقدر افوت على حسابي"), ("ar", "marhaba, kifak?"), ("ar", "شكرا كتير"),
+    ("fa", "سلام"), ("fa", "چطور در یک دوره ثبت نام کنم؟"), ("fa", "گواهی نامه من کجاست؟"),
+    ("fa", "نمی توانم وارد حساب شوم"), ("fa", "ممنون از کمکت"),
+    ("fr", "bonjour"), ("fr", "comment m'inscrire à un cours ?"), ("fr", "où est mon certificat ?"),
+    ("fr", "est-ce que le programme est gratuit ?"), ("fr", "je n'arrive pas à me connecter"), ("fr", "merci beaucoup"),
+    ("de", "hallo"), ("de", "wie melde ich mich für einen Kurs an?"), ("de", "wo ist mein Zertifikat?"),
+    ("de", "ist das Programm kostenlos?"), ("de", "ich kann mich nicht einloggen"), ("de", "danke schön"),
+]
+
+
+def pct(values: list[float], p: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
+
+
+def group_cpu_s(pgid: int) -> float:
+    """CPU of every process in a process group (Rasa may start helpers)."""
+    total = 0.0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            fields = stat.rsplit(")", 1)[1].split()
+            if int(fields[2]) == pgid:
+                total += cpu_s(int(entry.name))
+        except (OSError, ValueError, IndexError):
+            continue
+    return total
+
+
+async def drive(stack: Stack, n: int, rate: float, first_chat: int) -> dict[int, float]:
+    """POST n updates at `rate`/s, each from a new chat; returns chat id -> POST start time."""
+    sent_at: dict[int, float] = {}
+    headers = {"X-Telegram-Bot-Api-Secret-Token": TELEGRAM_SECRET, "Content-Type": "application/json"}
+    texts = itertools.cycle(MESSAGES)
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=64)) as http:
+
+        async def one(i: int, language: str, text: str) -> None:
+            chat = first_chat + i
+            uid = chat
+            body = {"update_id": uid, "message": {
+                "message_id": uid, "date": int(time.time()), "text": text,
+                "chat": {"id": chat, "type": "private", "first_name": "Bench"},
+                "from": {"id": chat, "is_bot": False, "first_name": "Bench", "language_code": language}}}
+            sent_at[chat] = time.monotonic()
+            async with http.post(f"{stack.gateway_url}/webhooks/telegram", data=json.dumps(body),
+                                 headers=headers) as resp:
+                if resp.status != 200:
+                    print(f"webhook answered {resp.status}", file=sys.stderr)
+                await resp.read()
+
+        tasks = []
+        t0 = time.monotonic()
+        for i in range(n):
+            delay = t0 + i / rate - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            language, text = next(texts)
+            tasks.append(asyncio.create_task(one(i, language, text)))
+        await asyncio.gather(*tasks)
+    return sent_at
+
+
+async def first_replies(stack: Stack, chats: dict[int, float], timeout_s: float) -> dict[int, dict[str, Any]]:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        firsts: dict[int, dict[str, Any]] = {}
+        for message in list(stack.bot_api.sent):
+            chat = int(message["chat_id"])
+            if chat in chats and chat not in firsts:
+                firsts[chat] = message
+        if len(firsts) >= len(chats) or time.monotonic() > deadline:
+            return firsts
+        await asyncio.sleep(0.1)
+
+
+async def bench(stack: Stack, args: argparse.Namespace) -> dict[str, Any]:
+    from bot.catalogue import get_catalogue
+    from bot.config import LANGUAGES
+
+    trouble = {get_catalogue().render("gateway_rasa_trouble", lang).text for lang in LANGUAGES}
+    if stack.gateway is None or stack.rasa is None or stack.actions is None:
+        raise RuntimeError("stack not running")
+
+    warm = await drive(stack, 30, 10.0, first_chat=5_000_000)
+    await first_replies(stack, warm, 60)
+
+    n = int(args.rate * args.seconds)
+    cpu0 = {name: group_cpu_s(p.pid) for name, p in
+            (("gateway", stack.gateway), ("rasa", stack.rasa), ("actions", stack.actions))}
+    t0 = time.monotonic()
+    sent_at = await drive(stack, n, args.rate, first_chat=6_000_000)
+    posting_s = time.monotonic() - t0
+    firsts = await first_replies(stack, sent_at, 120)
+    elapsed_s = time.monotonic() - t0
+    cpu1 = {name: group_cpu_s(p.pid) for name, p in
+            (("gateway", stack.gateway), ("rasa", stack.rasa), ("actions", stack.actions))}
+
+    latencies = [(m["at"] - sent_at[chat]) * 1000 for chat, m in firsts.items()]
+    troubled = sum(1 for m in firsts.values() if m["text"] in trouble)
+    replies_total = sum(1 for m in stack.bot_api.sent if int(m["chat_id"]) in sent_at)
+    return {
+        "db": args.db,
+        "rate_per_s": args.rate,
+        "messages": n,
+        "posting_s": round(posting_s, 2),
+        "answered": len(firsts),
+        "replies_received": replies_total,
+        "trouble_replies": troubled,
+        "end_to_end_ms": {
+            "p50": round(pct(latencies, 50), 1), "p90": round(pct(latencies, 90), 1),
+            "p99": round(pct(latencies, 99), 1), "max": round(max(latencies, default=float("nan")), 1),
+        },
+        "cpu_ms_per_message": {
+            name: round((cpu1[name] - cpu0[name]) * 1000 / max(len(firsts), 1), 2) for name in cpu0
+        },
+        "cpu_cores_busy": {name: round((cpu1[name] - cpu0[name]) / elapsed_s, 2) for name in cpu0},
+        "startup_s": {k: round(v, 1) for k, v in stack.timings.items()},
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rate", type=float, default=30.0, help="messages per second")
+    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--db", choices=["postgres", "sqlite"], default="postgres")
+    args = parser.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="sanad-bench-rasa-"))
+    # the Bot API double does not throttle, and neither do we: channel limits must not shape the figures
+    stack = Stack(tmp, db=args.db, extra_env={"TELEGRAM_RATE_PER_S": "1000000", "TELEGRAM_CHAT_RATE_PER_S": "1000000"})
+    stack.gateway_command = [str(ROOT / ".venv" / "bin" / "sanad"), "gateway", "--port", str(stack.gateway_port)]
+    try:
+        with stack:
+            result = asyncio.run(bench(stack, args))
+        print(json.dumps(result, indent=2, ensure_ascii=False))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
