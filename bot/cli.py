@@ -115,19 +115,30 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 # --- run: everything for the embedded default -------------------------------------
 
-def _wait_http(url: str, timeout_s: float, proc: subprocess.Popen[bytes] | None = None) -> bool:
+def _wait_http(url: str, timeout_s: float, proc: subprocess.Popen[bytes] | None = None,
+               ready: Callable[[bytes], bool] | None = None) -> bool:
+    """Poll `url` until it answers (and `ready(body)` holds); False when `proc` exits or time runs out."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
             return False
         try:
             with urllib.request.urlopen(url, timeout=2) as resp:  # noqa: S310  (local URL we built)
-                if resp.status < 500:
+                if resp.status < 500 and (ready is None or ready(resp.read())):
                     return True
         except OSError:
             pass
         time.sleep(0.5)
     return False
+
+
+def _rasa_model_loaded(body: bytes) -> bool:
+    """Rasa answers HTTP while it still loads the model; `/status` names the model once it is loaded."""
+    try:
+        status = json.loads(body)
+    except ValueError:
+        return False
+    return isinstance(status, dict) and bool(status.get("model_id"))
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -143,7 +154,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     db_upgrade(settings)
     print("[2/4] Rasa model", flush=True)
     model = train()
-    gateway_url = f"http://{args.host}:{args.port}"
+    # Rasa and the action server call the gateway (NLG, demo platform): a wildcard address is not a URL to call
+    local_host = "127.0.0.1" if args.host in ("0.0.0.0", "::", "") else args.host  # noqa: S104  (compared, not bound)
+    gateway_url = f"http://{local_host}:{args.port}"
     config_dir = write_endpoints(settings, gateway_url)
     rasa_port = urlparse(settings.rasa_url).port or 5005
     action_port = urlparse(settings.action_server_url).port or 5055
@@ -151,16 +164,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     env.setdefault("SANAD_DEMO_PLATFORM_URL", f"{gateway_url}/demo-platform")
     print("[3/4] action server and Rasa (loading the model takes ~30 s)", flush=True)
     logs = settings.var_dir
-    children: list[subprocess.Popen[bytes]] = [
-        subprocess.Popen(  # noqa: S603
-            action_server_command(action_port), cwd=PROJECT_ROOT, env=env,
-            stdout=open(logs / "actions.log", "ab"), stderr=subprocess.STDOUT,
-        ),
-        subprocess.Popen(  # noqa: S603
+    children: list[subprocess.Popen[bytes]] = []
+    with open(logs / "actions.log", "ab") as actions_log, open(logs / "rasa.out", "ab") as rasa_log:
+        children.append(subprocess.Popen(  # noqa: S603
+            action_server_command(action_port), cwd=PROJECT_ROOT, env=env, stdout=actions_log, stderr=subprocess.STDOUT,
+        ))
+        children.append(subprocess.Popen(  # noqa: S603
             rasa_command(settings, model, config_dir, rasa_port), cwd=PROJECT_ROOT / "nlu", env=env,
-            stdout=open(logs / "rasa.out", "ab"), stderr=subprocess.STDOUT,
-        ),
-    ]
+            stdout=rasa_log, stderr=subprocess.STDOUT,
+        ))
 
     def stop_children(*_: Any) -> None:
         for child in children:
@@ -179,7 +191,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     app = create_app(settings=Settings.from_env())
 
     def announce() -> None:
-        ready = _wait_http(settings.rasa_url + "/", 300, children[1])
+        ready = _wait_http(settings.rasa_url + "/status", 300, children[1], _rasa_model_loaded)
         if ready:
             print(f"[4/4] Sanad is ready: open {gateway_url}/chat  (mentor console: {gateway_url}/console)", flush=True)
             print("      Ctrl-C stops everything.", flush=True)

@@ -24,12 +24,6 @@ _update_ids = itertools.count(1)
 _chat_ids = itertools.count(700_001)
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        if "tests/e2e/" in str(item.fspath).replace("\\", "/"):
-            item.add_marker(pytest.mark.e2e)
-
-
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     from bot.rasa_runtime import RasaNotInstalled, rasa_executable
