@@ -118,6 +118,22 @@ async def first_replies(stack: Stack, chats: dict[int, float], timeout_s: float)
         await asyncio.sleep(0.1)
 
 
+async def rasa_user_turns(stack: Stack, chats: list[int]) -> dict[int, int]:
+    """How many conversations hold 0, 1, 2… user turns in Rasa's tracker (each sent exactly one message)."""
+    counts: dict[int, int] = {}
+    sem = asyncio.Semaphore(8)
+    async with aiohttp.ClientSession() as http:
+
+        async def one(chat: int) -> None:
+            async with sem, http.get(f"{stack.rasa_url}/conversations/telegram:{chat}/tracker") as resp:
+                tracker = await resp.json()
+            turns = sum(1 for ev in tracker.get("events", []) if ev.get("event") == "user")
+            counts[turns] = counts.get(turns, 0) + 1
+
+        await asyncio.gather(*(one(chat) for chat in chats))
+    return counts
+
+
 async def bench(stack: Stack, args: argparse.Namespace) -> dict[str, Any]:
     from bot.catalogue import get_catalogue
     from bot.config import LANGUAGES
@@ -140,6 +156,10 @@ async def bench(stack: Stack, args: argparse.Namespace) -> dict[str, Any]:
     cpu1 = {name: group_cpu_s(p.pid) for name, p in
             (("gateway", stack.gateway), ("rasa", stack.rasa), ("actions", stack.actions))}
 
+    # let redelivery (every 5 s in `sanad gateway`) answer what timed out, then look into Rasa's trackers:
+    # a learner message Rasa holds twice was handled twice (sent again after a timeout)
+    await asyncio.sleep(args.settle_s)
+    user_turns = await rasa_user_turns(stack, list(sent_at))
     latencies = [(m["at"] - sent_at[chat]) * 1000 for chat, m in firsts.items()]
     troubled = sum(1 for m in firsts.values() if m["text"] in trouble)
     replies_total = sum(1 for m in stack.bot_api.sent if int(m["chat_id"]) in sent_at)
@@ -151,6 +171,7 @@ async def bench(stack: Stack, args: argparse.Namespace) -> dict[str, Any]:
         "answered": len(firsts),
         "replies_received": replies_total,
         "trouble_replies": troubled,
+        "rasa_turns_per_message": {str(k): v for k, v in sorted(user_turns.items())},
         "end_to_end_ms": {
             "p50": round(pct(latencies, 50), 1), "p90": round(pct(latencies, 90), 1),
             "p99": round(pct(latencies, 99), 1), "max": round(max(latencies, default=float("nan")), 1),
@@ -168,10 +189,12 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=30.0, help="messages per second")
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--db", choices=["postgres", "sqlite"], default="postgres")
+    parser.add_argument("--settle-s", type=float, default=15.0, help="wait for redelivery before reading trackers")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="sanad-bench-rasa-"))
     # the Bot API double does not throttle, and neither do we: channel limits must not shape the figures
-    stack = Stack(tmp, db=args.db, extra_env={"TELEGRAM_RATE_PER_S": "1000000", "TELEGRAM_CHAT_RATE_PER_S": "1000000"})
+    stack = Stack(tmp, db=args.db, extra_env={
+        "TELEGRAM_RATE_PER_S": "1000000", "TELEGRAM_CHAT_RATE_PER_S": "1000000", "RASA_TIMEOUT_S": "10"})
     stack.gateway_command = [str(ROOT / ".venv" / "bin" / "sanad"), "gateway", "--port", str(stack.gateway_port)]
     try:
         with stack:

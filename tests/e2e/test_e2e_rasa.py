@@ -106,6 +106,16 @@ async def test_linked_learner_asks_for_the_next_deadline(e2e: E2E) -> None:
     assert await rasa_user_texts(e2e, contact.key) == ["when is my next deadline?"]
 
 
+async def wait_processed(e2e: E2E, key: str, count: int) -> list[InboundMessage]:
+    """The contact's messages once `count` of them left `received` (handled after the webhook's 200)."""
+    for _ in range(300):
+        _, messages, _ = await contact_state(e2e, key)
+        if sum(1 for m in messages if m.status != "received") >= count:
+            break
+        await asyncio.sleep(0.05)
+    return messages
+
+
 async def test_asking_for_a_human_hands_off_and_keeps_the_next_message_from_rasa(e2e: E2E) -> None:
     chat = e2e.new_chat()
     key = f"telegram:{chat}"
@@ -121,13 +131,25 @@ async def test_asking_for_a_human_hands_off_and_keeps_the_next_message_from_rasa
     assert messages[0].routed_to == "bot"
 
     assert (await e2e.telegram(chat, "are you there? my exam is tomorrow")).status_code == 200
-    for _ in range(200):  # the message is handled in the background after the 200
-        _, messages, _ = await contact_state(e2e, key)
-        if messages[-1].status != "received":
-            break
-        await asyncio.sleep(0.05)
+    messages = await wait_processed(e2e, key, 2)
     assert [(m.status, m.routed_to) for m in messages] == [("done", "bot"), ("done", "mentor")]
     assert await rasa_user_texts(e2e, key) == ["I want to talk to a human"]
+
+    # the learner goes back to the bot: the gateway appends events to Rasa's real tracker, and the
+    # next message is Rasa's again
+    assert (await e2e.telegram(chat, "bot")).status_code == 200
+    sent = await e2e.telegram_replies(chat, 2)
+    assert sent[-1]["text"] == e2e.services.catalogue.render("handoff_back_to_bot", "en").text
+    contact, _, _ = await contact_state(e2e, key)
+    assert contact.mode == "bot"
+    tracker: dict[str, Any] = await e2e.services.rasa.get_tracker(key)  # type: ignore[union-attr]
+    assert tracker["events"][-1]["event"] == "action" and tracker["events"][-1]["name"] == "action_listen"
+    assert tracker.get("active_loop") in ({}, None) or not tracker["active_loop"].get("name")
+
+    assert (await e2e.telegram(chat, "hello")).status_code == 200
+    sent = await e2e.telegram_replies(chat, 3)
+    assert sent[-1]["text"] == e2e.services.catalogue.render("utter_greet", "en").text
+    assert await rasa_user_texts(e2e, key) == ["I want to talk to a human", "hello"]
 
 
 async def test_rasa_down_the_learner_is_told_once_and_nothing_is_lost(e2e: E2E) -> None:
