@@ -16,13 +16,14 @@ other areas need attached objects (hand-off to a mentor, gateway commands).
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import bindparam, func, insert, select, update
+from sqlalchemy import Table, bindparam, func, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -45,9 +46,9 @@ log = logging.getLogger(__name__)
 
 MAX_PROCESS_ATTEMPTS = 3
 NON_TEXT_KINDS = {"voice", "audio", "photo", "video", "document", "sticker", "location", "contact", "other"}
-CONTACTS = Contact.__table__
-MESSAGES = InboundMessage.__table__
-OUTBOX = Outbox.__table__
+CONTACTS = cast(Table, Contact.__table__)
+MESSAGES = cast(Table, InboundMessage.__table__)
+OUTBOX = cast(Table, Outbox.__table__)
 _background: set[asyncio.Task[Any]] = set()
 
 
@@ -107,6 +108,117 @@ class _Statements:
 _STATEMENTS: dict[bool, _Statements] = {}
 
 
+# --- PostgreSQL: one statement (one round trip, autocommit) per step ----------------------------
+
+def _python_defaults(table: Any, given: set[str]) -> list[tuple[str, Any]]:
+    """Columns with a Python-side default that a hand-written INSERT would otherwise leave NULL."""
+    return [
+        (col.name, col.default)
+        for col in table.columns
+        if col.default is not None and col.name not in given and not col.primary_key
+    ]
+
+
+def _default_values(defaults: list[tuple[str, Any]]) -> list[Any]:
+    return [d.arg(None) if callable(d.arg) else d.arg for _, d in defaults]
+
+
+def _select_list(alias: str, table: Any) -> str:
+    return ", ".join(f'{alias}."{c.name}" AS "{alias}__{c.name}"' for c in table.columns)
+
+
+# a subquery evaluated before the row changes: this transaction's commit does not wait for the disk
+_ASYNC_COMMIT = "(SELECT set_config('synchronous_commit', 'off', true)) IS NOT NULL"
+
+
+class _PgSql:
+    def __init__(self) -> None:
+        contact_cols = {"key": "$1", "channel": "$2", "address": "$3", "display_name": "$4", "mode": "'bot'",
+                        "reminders_opt_out": "false", "stopped": "false", "pin_failures": "0",
+                        "created_at": "$5", "last_inbound_at": "$5"}
+        message_cols = {"contact_id": "c.id", "channel": "$2", "dedup_key": "$6", "provider_id": "$7", "kind": "$8",
+                        "text": "$9", "payload": "$10", "media_ref": "$11", "media_type": "$12", "created_at": "$5",
+                        "status": "'received'", "attempts": "0"}
+        self.contact_defaults = _python_defaults(CONTACTS, set(contact_cols))
+        self.message_defaults = _python_defaults(MESSAGES, set(message_cols))
+        n = 12
+        for name, _ in self.contact_defaults:
+            n += 1
+            contact_cols[name] = f"${n}"
+        for name, _ in self.message_defaults:
+            n += 1
+            message_cols[name] = f"${n}"
+        # upsert the contact and insert the message (unless a redelivery) in one statement; the SQL is
+        # built from our own table metadata, every value is a bound parameter
+        self.accept = (
+            f"WITH c AS (INSERT INTO contacts ({', '.join(contact_cols)}) "  # noqa: S608
+            f"VALUES ({', '.join(contact_cols.values())}) "
+            "ON CONFLICT (key) DO UPDATE SET last_inbound_at = excluded.last_inbound_at, "
+            "display_name = coalesce(contacts.display_name, excluded.display_name) RETURNING id) "
+            f"INSERT INTO inbound_messages ({', '.join(message_cols)}) "
+            f"SELECT {', '.join(message_cols.values())} FROM c "
+            "ON CONFLICT (dedup_key) DO NOTHING RETURNING id"
+        )
+        # the contact and its oldest received message, counting the attempt
+        self.take = (
+            "WITH c AS (SELECT * FROM contacts WHERE key = $1), "  # noqa: S608  (our own metadata)
+            "m AS (UPDATE inbound_messages SET attempts = attempts + 1 WHERE id = ("
+            "SELECT id FROM inbound_messages WHERE contact_id = (SELECT id FROM c) AND status = 'received' "
+            f"ORDER BY id LIMIT 1) AND {_ASYNC_COMMIT} RETURNING *) "
+            f"SELECT {_select_list('c', CONTACTS)}, {_select_list('m', MESSAGES)} FROM c LEFT JOIN m ON true"
+        )
+        outbox_cols = {"contact_id": "$6", "channel": "$7", "origin": "$8", "text": "r.text",
+                       "payload": "r.payload::json", "in_reply_to": "$1", "next_attempt_at": "$4",
+                       "created_at": "$4", "status": "$9", "claimed_at": "$10", "attempts": "0"}
+        self.outbox_defaults = _python_defaults(OUTBOX, set(outbox_cols))
+        n = 12
+        for name, _ in self.outbox_defaults:
+            n += 1
+            outbox_cols[name] = f"${n}"
+        self._finish_head = (
+            "WITH done AS (UPDATE inbound_messages SET status = $2, routed_to = $3, processed_at = $4, language = $5 "
+            "WHERE id = $1)"
+        )
+        self._finish_tail = (
+            f" INSERT INTO outbox ({', '.join(outbox_cols)}) SELECT {', '.join(outbox_cols.values())} "  # noqa: S608
+            "FROM unnest($11::text[], $12::text[]) WITH ORDINALITY AS r(text, payload, ord) ORDER BY r.ord "
+            "RETURNING id"
+        )
+        self._finish: dict[tuple[str, ...], str] = {}
+
+    def finish(self, changed: tuple[str, ...]) -> str:
+        """Mark the message, update the contact's changed columns, queue the replies: one statement."""
+        sql = self._finish.get(changed)
+        if sql is None:
+            first = 13 + len(self.outbox_defaults)
+            update_contact = ""
+            if changed:
+                unknown = set(changed) - set(CONTACTS.c.keys())
+                if unknown:
+                    raise ValueError(f"not columns of contacts: {sorted(unknown)}")
+                sets = ", ".join(f'"{name}" = ${first + i}' for i, name in enumerate(changed))
+                update_contact = f", cu AS (UPDATE contacts SET {sets} WHERE id = $6)"  # noqa: S608  (checked names)
+            sql = self._finish[changed] = self._finish_head + update_contact + self._finish_tail
+        return sql
+
+
+_PG: _PgSql | None = None
+
+
+def _pg(services: Services) -> _PgSql | None:
+    """The one-statement path on PostgreSQL; None on SQLite (which keeps the transactions)."""
+    global _PG
+    if services.db.is_sqlite:
+        return None
+    if _PG is None:
+        _PG = _PgSql()
+    return _PG
+
+
+def _row_part(row: Any, alias: str, table: Any) -> dict[str, Any]:
+    return {c.name: row[f"{alias}__{c.name}"] for c in table.columns}
+
+
 def _sql(services: Services) -> _Statements:
     sqlite = services.db.is_sqlite
     if sqlite not in _STATEMENTS:
@@ -123,7 +235,7 @@ async def _set_stopped(services: Services, event: InboundEvent) -> None:
 
 
 async def accept(services: Services, events: list[InboundEvent]) -> list[str]:
-    """Persist inbound events; returns the contact keys that have new messages to process."""
+    """Persist inbound events; returns the contact key of each new message (duplicates left out)."""
     keys: list[str] = []
     now = utcnow()
     sql = _sql(services)
@@ -133,6 +245,19 @@ async def accept(services: Services, events: list[InboundEvent]) -> list[str]:
     messages = [e for e in events if e.kind not in ("blocked", "unblocked")]
     if not messages:
         return keys
+    pg = _pg(services)
+    if pg is not None:
+        pool = await services.db.raw_pool()
+        for event in messages:
+            text, payload = _message_body(event)
+            inserted = await pool.fetchval(
+                pg.accept, event.contact_key, event.channel, event.address, event.display_name, now,
+                event.dedup_key[:128], event.provider_id[:128], event.kind, text or None,
+                payload or None, event.media_ref, str(event.media_type)[:64] if event.media_type else None,
+                *_default_values(pg.contact_defaults), *_default_values(pg.message_defaults),
+            )
+            _count_inbound(event, inserted is not None, keys)
+        return keys
     async with services.db.engine.begin() as conn:
         for event in messages:
             contact_id = (
@@ -141,14 +266,7 @@ async def accept(services: Services, events: list[InboundEvent]) -> list[str]:
                     "display_name": event.display_name, "now": now,
                 })
             ).scalar_one()
-            text, truncated = clean_text(event.text)
-            payload = dict(event.payload or {})
-            if truncated:
-                payload["truncated"] = True
-            if event.language_hint:
-                payload["language_hint"] = event.language_hint[:16]
-            if event.ack:
-                payload["ack"] = event.ack
+            text, payload = _message_body(event)
             inserted = (
                 await conn.execute(sql.insert_message, {
                     "contact_id": contact_id, "channel": event.channel, "dedup_key": event.dedup_key[:128],
@@ -157,41 +275,82 @@ async def accept(services: Services, events: list[InboundEvent]) -> list[str]:
                     "media_type": str(event.media_type)[:64] if event.media_type else None, "created_at": now,
                 })
             ).scalar_one_or_none()
-            if inserted is None:
-                metrics.INBOUND.labels(event.channel, "duplicate").inc()
-                continue
-            metrics.INBOUND.labels(event.channel, "accepted").inc()
-            if event.contact_key not in keys:
-                keys.append(event.contact_key)
+            _count_inbound(event, inserted is not None, keys)
     return keys
 
 
-# one processing task per contact in this process; a message arriving while it runs marks it dirty
+def _message_body(event: InboundEvent) -> tuple[str, dict[str, Any]]:
+    text, truncated = clean_text(event.text)
+    payload = dict(event.payload or {})
+    if truncated:
+        payload["truncated"] = True
+    if event.language_hint:
+        payload["language_hint"] = event.language_hint[:16]
+    if event.ack:
+        payload["ack"] = event.ack
+    return text, payload
+
+
+def _count_inbound(event: InboundEvent, inserted: bool, keys: list[str]) -> None:
+    if not inserted:
+        metrics.INBOUND.labels(event.channel, "duplicate").inc()
+        return
+    metrics.INBOUND.labels(event.channel, "accepted").inc()
+    keys.append(event.contact_key)
+
+
+# One processing task per contact in this process. `_pending` counts the messages accepted (or
+# found by redelivery) that the task still has to take: it takes exactly that many, so no message
+# costs an extra empty look. A message another gateway accepted is taken by whichever process gets
+# there first; the other then finds one message fewer (or none), and anything left behind is
+# found by `redeliver_pending`.
 _active: dict[str, asyncio.Task[Any]] = {}
-_dirty: set[str] = set()
+_pending: dict[str, int] = {}
+_UNTIL_EMPTY = 1_000_000
 
 
-def schedule(services: Services, keys: list[str]) -> None:
-    """Process these contacts in the background (the webhook has already answered)."""
+def schedule(services: Services, keys: list[str], until_empty: bool = False) -> None:
+    """Process these contacts in the background (the webhook has already answered); `keys` holds a
+    contact's key once per new message, or once with `until_empty` (redelivery)."""
     for key in keys:
+        _pending[key] = min(_UNTIL_EMPTY, _pending.get(key, 0) + (_UNTIL_EMPTY if until_empty else 1))
         if key in _active:
-            _dirty.add(key)  # the running task looks again before it ends
-            continue
+            continue  # the running task looks at `_pending` again before it ends
         task = asyncio.create_task(_run_contact(services, key))
         _active[key] = task
         _background.add(task)
         task.add_done_callback(_background.discard)
 
 
+def _slots(services: Services) -> asyncio.Semaphore:
+    """How many contacts this process works on at once (`SANAD_PROCESS_CONCURRENCY`, default 32):
+    under a backlog the rest wait here, holding no Redis or database connection."""
+    slots = services.extras.get("pipeline_slots")
+    if not isinstance(slots, asyncio.Semaphore):
+        size = int(services.settings.extra.get("SANAD_PROCESS_CONCURRENCY", "32"))
+        if size < 1:
+            raise ValueError("SANAD_PROCESS_CONCURRENCY must be at least 1")
+        slots = services.extras["pipeline_slots"] = asyncio.Semaphore(size)
+    return slots
+
+
 async def _run_contact(services: Services, key: str) -> None:
     try:
-        while True:
-            _dirty.discard(key)
-            await process_contact(services, key)
-            if key not in _dirty:  # no await between this check and the exit: nothing slips through
-                break
+        async with _slots(services):
+            while _pending.get(key, 0) > 0:
+                await process_contact(services, key, scheduled=True)
+            # no await between this check and the exit: a message scheduled meanwhile is seen above
     finally:
         _active.pop(key, None)
+        _pending.pop(key, None)
+
+
+def _take_scheduled(key: str) -> bool:
+    left = _pending.get(key, 0)
+    if left <= 0:
+        return False
+    _pending[key] = left - 1
+    return True
 
 
 async def drain() -> None:
@@ -213,22 +372,34 @@ class Turn:
     contact_changes: dict[str, Any] = field(default_factory=dict)
 
 
-async def process_contact(services: Services, key: str) -> None:
-    """Handle every received message of one contact, in order."""
+async def process_contact(services: Services, key: str, scheduled: bool = False) -> None:
+    """Handle the received messages of one contact, in order: every one, or with `scheduled` as many
+    as `schedule` counted for it."""
     try:
         # another gateway may hold it; if it stays busy, redelivery comes back to this contact
         async with services.coord.lock(f"contact:{key}", ttl_s=120.0, wait_s=10.0):
-            while await _process_next(services, key):
-                pass
+            while not scheduled or _take_scheduled(key):
+                if not await _process_next(services, key):
+                    break  # none left (or Rasa is down): redelivery takes over from here
+            else:
+                return
     except LockTimeout:
         log.info("contact busy, left for redelivery contact=%s", contact_ref(key))
     except Exception:
         # never let a background task die silently; the message stays received and is retried
         log.exception("processing failed contact=%s", contact_ref(key))
+    if scheduled:
+        _pending.pop(key, None)
 
 
 async def _take_next(services: Services, key: str) -> tuple[Contact, InboundMessage] | None:
     """Load the contact and its oldest received message, counting the attempt."""
+    pg = _pg(services)
+    if pg is not None:
+        row = await (await services.db.raw_pool()).fetchrow(pg.take, key)
+        if row is None or row["m__id"] is None:
+            return None
+        return Contact(**_row_part(row, "c", CONTACTS)), InboundMessage(**_row_part(row, "m", MESSAGES))
     sql = _sql(services)
     async with services.db.engine.begin() as conn:
         crow = (await conn.execute(sql.contact_by_key, {"key": key})).mappings().first()
@@ -375,7 +546,8 @@ async def _handle_with_bot(services: Services, turn: Turn) -> bool:
         raise RuntimeError("no Rasa client configured")
     try:
         rasa_started = time.perf_counter()
-        items = await services.rasa.send_message(contact.key, text or "/greet", rasa_metadata(services, contact, message))
+        metadata = rasa_metadata(services, contact, message)
+        items = await services.rasa.send_message(contact.key, text or "/greet", metadata)
         metrics.RASA_LATENCY.observe(time.perf_counter() - rasa_started)
     except RasaUnavailable as exc:
         metrics.RASA_ERRORS.inc()
@@ -506,6 +678,11 @@ async def _finish(services: Services, turn: Turn, status: str = "done", reload_c
     replies = list(turn.replies)
     if (message.payload or {}).get("truncated"):
         replies.insert(0, services.catalogue.render("gateway_truncated", contact.language or "en"))
+    pg = _pg(services)
+    if pg is not None and not reload_contact:
+        ids = await _finish_pg(services, pg, turn, status, replies)
+        await send_claimed(services, contact, ids, replies)
+        return
     async with services.db.engine.begin() as conn:
         if reload_contact:
             # an interceptor may have changed the contact (linked it, erased it)
@@ -525,6 +702,26 @@ async def _finish(services: Services, turn: Turn, status: str = "done", reload_c
             await conn.execute(update(CONTACTS).where(CONTACTS.c.id == contact.id).values(**changes))
         ids = await _insert_outbox(services, conn, contact, message.id, replies)
     await send_claimed(services, contact, ids, replies)
+
+
+async def _finish_pg(services: Services, pg: _PgSql, turn: Turn, status: str, replies: list[Rendered]) -> list[int]:
+    contact, message = turn.contact, turn.message
+    changes = dict(turn.contact_changes)
+    buttons = _buttons_of(replies)
+    if buttons is not None:
+        changes["pending_buttons"] = buttons
+    changed = tuple(sorted(changes))
+    now = utcnow()
+    claim = services.extras.get("sender") is not None
+    payloads = [rendered_payload(r) for r in replies]
+    rows = await (await services.db.raw_pool()).fetch(
+        pg.finish(changed), message.id, status, turn.routed_to, now, message.language,
+        contact.id, contact.channel, "reply", "sending" if claim else "queued", now if claim else None,
+        [r.text for r in replies], [None if p is None else json.dumps(p) for p in payloads],
+        *_default_values(pg.outbox_defaults), *(changes[name] for name in changed),
+    )
+    # ids come from one sequence in the order the rows were inserted (reply order)
+    return sorted(int(r["id"]) for r in rows)
 
 
 async def _queue_more(services: Services, contact: Contact, message_id: int, replies: list[Rendered]) -> None:
@@ -580,6 +777,6 @@ async def redeliver_pending(services: Services, older_than_s: float = 5.0, limit
                     await conn.execute(select(CONTACTS.c.key).where(CONTACTS.c.key.in_(keys), CONTACTS.c.mode != "bot"))
                 ).scalars()
             )
-    schedule(services, keys)
+    schedule(services, keys, until_empty=True)
     await asyncio.gather(*(task for key in keys if (task := _active.get(key)) is not None), return_exceptions=True)
     return len(keys)
