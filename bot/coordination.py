@@ -31,6 +31,10 @@ class Coordinator(Protocol):
     def lock(self, name: str, ttl_s: float = 30.0, wait_s: float = 30.0) -> Any: ...
     async def acquire_rate(self, key: str, rate_per_s: float, burst: float = 1.0) -> float: ...
     async def pause(self, key: str, seconds: float) -> None: ...
+    async def admit_send(
+        self, pause_key: str, chat_key: str | None, chat_rate_per_s: float, chat_burst: float,
+        slot_key: str | None, slot_rate_per_s: float,
+    ) -> tuple[str, float]: ...
     async def paused_for(self, key: str) -> float: ...
     async def hit(self, key: str, window_s: float) -> int: ...
     async def reset_hits(self, key: str) -> None: ...
@@ -52,6 +56,7 @@ class LocalCoordinator:
         self._locks: dict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._buckets: dict[str, tuple[float, float]] = {}
         self._pauses: dict[str, float] = {}
+        self._slots: dict[str, float] = {}
         self._hits: dict[str, list[float]] = defaultdict(list)
         self._cache: dict[str, tuple[str, float]] = {}
         self._subscribers: dict[str, set[asyncio.Queue[dict[str, Any]]]] = defaultdict(set)
@@ -84,6 +89,25 @@ class LocalCoordinator:
 
     async def paused_for(self, key: str) -> float:
         return max(0.0, self._pauses.get(key, 0.0) - time.monotonic())
+
+    async def admit_send(
+        self, pause_key: str, chat_key: str | None, chat_rate_per_s: float, chat_burst: float,
+        slot_key: str | None, slot_rate_per_s: float,
+    ) -> tuple[str, float]:
+        """The rate limits of one send, see `RedisCoordinator.admit_send`."""
+        paused = await self.paused_for(pause_key)
+        if paused > 0:
+            return "paused", paused
+        if chat_key is not None and chat_rate_per_s > 0:
+            wait_s = await self.acquire_rate(chat_key, chat_rate_per_s, chat_burst)
+            if wait_s > 0:
+                return "chat", wait_s
+        if slot_key is None or slot_rate_per_s <= 0:
+            return "slot", 0.0
+        now = time.monotonic()
+        slot = max(now, self._slots.get(slot_key, 0.0))
+        self._slots[slot_key] = slot + 1.0 / slot_rate_per_s
+        return "slot", slot - now
 
     async def hit(self, key: str, window_s: float) -> int:
         now = time.monotonic()
@@ -162,6 +186,43 @@ redis.call('PEXPIRE', key, math.ceil(burst / rate * 1000) + 1000)
 return wait
 """
 
+# The rate limits of one send in one round trip: the channel's pause (PTTL), the chat's token
+# bucket (as _BUCKET_LUA) and the channel's next evenly spaced slot (slot = max(now, next_free);
+# next_free = slot + interval). Each step that says "wait" returns before the next one takes
+# anything. Returns {kind, wait in microseconds}: 1 paused, 2 chat bucket empty, 3 slot reserved.
+_ADMIT_LUA = """
+local pttl = redis.call('PTTL', KEYS[1])
+if pttl > 0 then return {1, pttl * 1000} end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local rate = tonumber(ARGV[1])
+if rate > 0 then
+  local burst = tonumber(ARGV[2])
+  local data = redis.call('HMGET', KEYS[2], 'tokens', 'stamp')
+  local tokens = tonumber(data[1])
+  local stamp = tonumber(data[2])
+  if tokens == nil then tokens = burst; stamp = now end
+  tokens = math.min(burst, tokens + (now - stamp) / 1000000 * rate)
+  local wait = 0
+  if tokens >= 1 then
+    tokens = tokens - 1
+  else
+    wait = math.ceil((1 - tokens) / rate * 1000) * 1000
+  end
+  redis.call('HSET', KEYS[2], 'tokens', tostring(tokens), 'stamp', tostring(now))
+  redis.call('PEXPIRE', KEYS[2], math.ceil(burst / rate * 1000) + 1000)
+  if wait > 0 then return {2, wait} end
+end
+local interval = tonumber(ARGV[3])
+if interval <= 0 then return {3, 0} end
+local slot = tonumber(redis.call('GET', KEYS[3]) or '0')
+if slot < now then slot = now end
+redis.call('SET', KEYS[3], string.format('%d', slot + interval), 'PX', math.ceil(interval / 1000) + 60000)
+return {3, slot - now}
+"""
+
+_ADMIT_KINDS = {1: "paused", 2: "chat", 3: "slot"}
+
 _RELEASE_LUA = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
@@ -176,6 +237,7 @@ class RedisCoordinator:
         self.redis: aioredis.Redis = aioredis.from_url(url, decode_responses=True)
         self._bucket = self.redis.register_script(_BUCKET_LUA)
         self._release = self.redis.register_script(_RELEASE_LUA)
+        self._admit = self.redis.register_script(_ADMIT_LUA)
 
     def _k(self, key: str) -> str:
         return self.prefix + key
@@ -202,6 +264,24 @@ class RedisCoordinator:
 
     async def pause(self, key: str, seconds: float) -> None:
         await self.redis.set(self._k("pause:" + key), "1", px=max(1, int(seconds * 1000)))
+
+    async def admit_send(
+        self, pause_key: str, chat_key: str | None, chat_rate_per_s: float, chat_burst: float,
+        slot_key: str | None, slot_rate_per_s: float,
+    ) -> tuple[str, float]:
+        """The rate limits of one send in one round trip (the keys are those of `pause`,
+        `acquire_rate` and the sender's slots): ("paused", s) when the channel is paused, ("chat", s)
+        when the chat's bucket is empty (nothing taken), else ("slot", s) to wait for the slot reserved."""
+        chat_on = chat_key is not None and chat_rate_per_s > 0
+        slot_on = slot_key is not None and slot_rate_per_s > 0
+        keys = [
+            self._k("pause:" + pause_key),
+            self._k("rate:" + (chat_key or "-")),
+            self._k("slot:" + (slot_key or "-")),
+        ]
+        args = [chat_rate_per_s if chat_on else 0, chat_burst, int(1_000_000 / slot_rate_per_s) if slot_on else 0]
+        kind, wait_us = await self._admit(keys=keys, args=args)
+        return _ADMIT_KINDS[int(kind)], max(0.0, float(wait_us) / 1_000_000)
 
     async def paused_for(self, key: str) -> float:
         ttl_ms = await self.redis.pttl(self._k("pause:" + key))

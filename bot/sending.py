@@ -24,9 +24,9 @@ reminders and broadcasts; OUTSIDE_WINDOW resends as the approved WhatsApp templa
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import random
-import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -85,41 +85,25 @@ class Deferred(Exception):
         self.wait_s = wait_s
 
 
-# --- shared send slots ----------------------------------------------------------------
+# --- the outcome of a successful send on PostgreSQL -----------------------------------
 
-# Reserve the next free send slot of a channel: slot = max(now, next_free); next_free = slot + 1/R.
-# Unlike a token bucket of size 1, a sender that comes back a little late loses no capacity, and
-# slots are handed out in order to every worker sharing the key. Returns the wait in microseconds.
-_RESERVE_LUA = """
-local interval = tonumber(ARGV[1])
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local slot = tonumber(redis.call('GET', KEYS[1]) or '0')
-if slot < now then slot = now end
-redis.call('SET', KEYS[1], string.format('%d', slot + interval), 'PX', math.ceil(interval / 1000) + 60000)
-return slot - now
-"""
+def _sent_sql(with_payload: bool, reminder: bool) -> str:
+    payload = ", payload = $5::json" if with_payload else ""
+    # set_config(…, true) = SET LOCAL for the statement's own transaction, in the same round trip
+    sql = (
+        "UPDATE outbox SET status = 'sent', sent_at = $2, attempts = $3, provider_id = $4, "  # noqa: S608  (constants)
+        f"delivery_status = 'sent', last_error = NULL{payload} WHERE id = $1 "
+        "AND (SELECT set_config('synchronous_commit', 'off', true)) IS NOT NULL"
+    )
+    if reminder:
+        sql = (
+            f"WITH o AS ({sql} RETURNING id) UPDATE reminders SET status = 'sent', updated_at = $2 "  # noqa: S608
+            "WHERE outbox_id IN (SELECT id FROM o)"
+        )
+    return sql
 
 
-class SlotLimiter:
-    """Evenly spaced send slots at R per second per key, shared through Redis when configured."""
-
-    def __init__(self, coord: Any) -> None:
-        self.redis = getattr(coord, "redis", None)
-        self.prefix = str(getattr(coord, "prefix", "sanad:")) + "slot:"
-        self._script = self.redis.register_script(_RESERVE_LUA) if self.redis is not None else None
-        self._local: dict[str, float] = {}
-
-    async def reserve(self, key: str, rate_per_s: float) -> float:
-        """Seconds to wait before the reserved slot."""
-        interval_s = 1.0 / rate_per_s
-        if self._script is not None:
-            wait_us = await self._script(keys=[self.prefix + key], args=[int(interval_s * 1_000_000)])
-            return max(0.0, float(wait_us) / 1_000_000)
-        now = time.monotonic()
-        slot = max(now, self._local.get(key, 0.0))
-        self._local[key] = slot + interval_s
-        return slot - now
+_SENT_SQL = {(p, r): _sent_sql(p, r) for p in (False, True) for r in (False, True)}
 
 
 # --- WhatsApp templates -------------------------------------------------------------
@@ -177,7 +161,6 @@ class OutboxSender:
         if self.batch_size < 1 or self.concurrency < 1:
             raise ValueError("SANAD_SEND_BATCH and SANAD_SEND_CONCURRENCY must be at least 1")
         self.max_attempts = services.settings.send_max_attempts or MAX_ATTEMPTS
-        self.slots = SlotLimiter(services.coord)
         self._claim_lock = asyncio.Lock()
         self.stats: dict[str, int] = {"sent": 0, "failed": 0, "retried": 0, "deferred": 0, "throttled": 0}
 
@@ -354,30 +337,26 @@ class OutboxSender:
     async def _wait_for_rate(self, row: Claimed) -> None:
         """Take the channel's tokens (shared through Redis); sleeps briefly, or defers the row."""
         settings = self.services.settings
-        coord = self.services.coord
-        paused = await coord.paused_for(f"channel:{row.channel}")
-        if paused > MAX_INLINE_WAIT_S:
-            raise Deferred(paused)
-        if paused > 0:
-            await asyncio.sleep(paused)
-        if row.channel == "telegram" and settings.telegram_chat_rate_per_s > 0:
-            # per chat: a token bucket (Telegram tolerates a short burst in one chat, 1 msg/s on average);
-            # a chat that has to wait long gives its row back instead of holding a send task
-            while (wait_s := await coord.acquire_rate(
-                f"telegram:chat:{row.address}", settings.telegram_chat_rate_per_s, 3.0
-            )) > 0:
-                if wait_s > MAX_INLINE_WAIT_S:
-                    raise Deferred(wait_s)
-                await asyncio.sleep(wait_s)
-        channel_limit = {
+        chat_key = f"telegram:chat:{row.address}" if row.channel == "telegram" else None
+        # per chat: a token bucket (Telegram tolerates a short burst in one chat, 1 msg/s on average);
+        # the channel's overall limit: evenly spaced slots, reserved in order across workers
+        slot_key, slot_rate = {
             "telegram": ("telegram:global", settings.telegram_rate_per_s),
             "whatsapp": (f"whatsapp:sender:{settings.twilio_whatsapp_from}", settings.whatsapp_rate_per_s),
-        }.get(row.channel)
-        if channel_limit is not None and channel_limit[1] > 0:
-            # the channel's overall limit: evenly spaced slots, reserved in order across workers
-            wait_s = await self.slots.reserve(*channel_limit)
-            if wait_s > 0:
-                await asyncio.sleep(wait_s)
+        }.get(row.channel, (None, 0.0))
+        while True:
+            # one round trip: pause, chat bucket and slot (shared through Redis when configured)
+            kind, wait_s = await self.services.coord.admit_send(
+                f"channel:{row.channel}", chat_key, settings.telegram_chat_rate_per_s, 3.0, slot_key, slot_rate
+            )
+            if kind == "slot":
+                if wait_s > 0:
+                    await asyncio.sleep(wait_s)
+                return
+            # paused channel or a chat that has to wait long: give the row back instead of holding a task
+            if wait_s > MAX_INLINE_WAIT_S:
+                raise Deferred(wait_s)
+            await asyncio.sleep(wait_s)
 
     # -- outcomes ----------------------------------------------------------------------
 
@@ -430,6 +409,14 @@ class OutboxSender:
         }
         if len(result.provider_ids) > 1:
             values["payload"] = {**row.payload, "provider_ids": list(result.provider_ids)}
+        if not self.services.db.is_sqlite:
+            # one statement in autocommit, its commit not waiting for the disk (see _outcome_session)
+            sql = _SENT_SQL[("payload" in values, row.origin == "reminder")]
+            args = [row.id, values["sent_at"], values["attempts"], values["provider_id"]]
+            if "payload" in values:
+                args.append(json.dumps(values["payload"]))
+            await (await self.services.db.raw_pool()).execute(sql, *args)
+            return
         async with self._outcome_session() as session:
             await session.execute(
                 update(Outbox).where(Outbox.id == row.id).values(**values).execution_options(synchronize_session=False)
