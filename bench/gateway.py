@@ -3,12 +3,14 @@
 The gateway runs in its own process (`sanad gateway`); Rasa is replaced by an
 instant local double and replies are captured by a local Bot API double, both in
 this process. Two runs:
-  throughput  wrk (Debian package) posts N distinct updates as fast as the gateway takes
-              them; we wait until every reply reached the Bot API double.
-  latency     aiohttp posts updates at a fixed rate; per message, the time from the
-              POST to its reply arriving at the Bot API double.
+  throughput  wrk (Debian package) posts --wrk-n distinct updates as fast as the gateway takes
+              them (webhook p50/p99 under that load); we wait until every reply reached the Bot
+              API double: messages/s = replies / time to the last reply.
+  latency     aiohttp posts updates at a fixed rate; per message, the webhook's answer time
+              and the time from the POST to its reply arriving at the Bot API double.
 Printed: messages/s, webhook and end-to-end p50/p99, CPU ms per message of the gateway
-process (utime+stime from /proc).
+process (user and system time from /proc), and the load average (other work on the machine
+skews every figure: compare runs at a similar load).
 
 Usage: .venv/bin/python -m bench.gateway [--db sqlite|postgres] [--n 5000] [--rate 200]
 """
@@ -20,7 +22,7 @@ import asyncio
 import json
 import os
 import shutil
-import statistics
+import signal
 import subprocess
 import sys
 import tempfile
@@ -38,6 +40,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SECRET = "bench-secret"
 TOKEN = "42:BENCH"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+BENCH_DB = f"sanad_bench_gw_{os.getpid()}"
 
 WRK_SCRIPT = """
 counter = 0
@@ -50,6 +53,9 @@ request = function()
     '"first_name":"B","language_code":"en"},"text":"when is my deadline"}}', uid, uid, chat, chat)
   return wrk.format("POST", "/webhooks/telegram", {["Content-Type"]="application/json",
     ["X-Telegram-Bot-Api-Secret-Token"]="%s"}, body)
+end
+response = function(status, headers, body)
+  if counter >= %d then wrk.thread:stop() end
 end
 """
 
@@ -69,26 +75,38 @@ class InstantRasa(HttpDouble):
         return web.json_response([{"recipient_id": body["sender"], "text": "re: " + str(body["message"])}])
 
 
-def cpu_s(pid: int) -> float:
+def cpu_s(pid: int) -> tuple[float, float]:
+    """(user, system) CPU seconds of a process."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+    return int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK
+
+
+def cpu_per_message(before: tuple[float, float], after: tuple[float, float], messages: int) -> dict[str, float]:
+    user_ms = (after[0] - before[0]) * 1000 / max(messages, 1)
+    sys_ms = (after[1] - before[1]) * 1000 / max(messages, 1)
+    return {"user": round(user_ms, 3), "sys": round(sys_ms, 3), "total": round(user_ms + sys_ms, 3)}
+
+
+def loadavg() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
 def pct(values: list[float], p: float) -> float:
     if not values:
         return float("nan")
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
 
 
 async def prepare_db(kind: str, tmp: Path) -> dict[str, str]:
     if kind == "sqlite":
         return {"DATABASE_URL": f"sqlite+aiosqlite:///{tmp / 'bench.db'}"}
+    # a database of this run only: another process on a shared database would take our messages
     conn = await asyncpg.connect("postgresql://postgres@127.0.0.1:5432/postgres")
-    await conn.execute("DROP DATABASE IF EXISTS sanad_bench WITH (FORCE)")
-    await conn.execute("CREATE DATABASE sanad_bench")
+    await conn.execute(f"DROP DATABASE IF EXISTS {BENCH_DB} WITH (FORCE)")
+    await conn.execute(f"CREATE DATABASE {BENCH_DB}")
     await conn.close()
-    return {"DATABASE_URL": "postgresql+asyncpg://postgres@127.0.0.1:5432/sanad_bench",
+    return {"DATABASE_URL": f"postgresql+asyncpg://postgres@127.0.0.1:5432/{BENCH_DB}",
             "REDIS_URL": "redis://127.0.0.1:6379/0", "SANAD_REDIS_PREFIX": f"sanadbench:{os.getpid()}:"}
 
 
@@ -128,25 +146,27 @@ async def run(args: argparse.Namespace) -> None:
         "TELEGRAM_RATE_PER_S": "1000000", "TELEGRAM_CHAT_RATE_PER_S": "1000000",
     })
     subprocess.run([str(ROOT / ".venv/bin/sanad"), "db", "upgrade"], env=env, check=True, cwd=ROOT)
-    gateway = subprocess.Popen(  # noqa: S603
+    gateway = subprocess.Popen(
         [str(ROOT / ".venv/bin/sanad"), "gateway", "--port", str(port)], env=env, cwd=ROOT,
         stdout=open(tmp / "gateway.log", "wb"), stderr=subprocess.STDOUT,
     )
     base = f"http://127.0.0.1:{port}"
     try:
         await wait_http(base + "/healthz")
-        results: dict[str, Any] = {"db": args.db, "n": args.n}
+        results: dict[str, Any] = {"db": args.db, "n": args.n, "loadavg_before": loadavg()}
         # warm-up
         await post_updates(base, 200, rate=None, start_id=1, chats=50, bot=bot)
         await drain(bot, 200, 30)
         bot.sent.clear()
 
         # 1) throughput with wrk
-        if shutil.which("wrk"):
+        if args.skip_wrk:
+            results["wrk"] = "skipped"
+        elif shutil.which("wrk"):
             script = tmp / "updates.lua"
-            script.write_text(WRK_SCRIPT % (10_000_000, args.chats, SECRET))
+            script.write_text(WRK_SCRIPT % (10_000_000, args.chats, SECRET, args.wrk_n))
             cpu0, t0 = cpu_s(gateway.pid), time.monotonic()
-            wrk = subprocess.run(  # noqa: S603
+            wrk = subprocess.run(
                 ["wrk", "-t1", f"-c{args.connections}", f"-d{args.seconds}s", "--latency", "-s", str(script), base],
                 capture_output=True, text=True, check=True,
             )
@@ -158,7 +178,7 @@ async def run(args: argparse.Namespace) -> None:
                 "posted": posted,
                 "replied": done,
                 "messages_per_s": round(done / (t_end - t0), 1),
-                "gateway_cpu_ms_per_message": round((cpu1 - cpu0) * 1000 / max(done, 1), 3),
+                "gateway_cpu_ms_per_message": cpu_per_message(cpu0, cpu1, done),
                 "webhook_latency": parse_wrk_latency(wrk.stdout),
             }
             bot.sent.clear()
@@ -166,24 +186,47 @@ async def run(args: argparse.Namespace) -> None:
             results["wrk"] = "wrk not installed (apt-get install wrk)"
 
         # 2) end-to-end latency at a fixed rate with aiohttp
+        spy = None
+        if args.profile:
+            spy = subprocess.Popen(
+                [str(ROOT / ".venv/bin/py-spy"), "record", "-p", str(gateway.pid), "-f", "raw", "-o", args.profile,
+                 "-r", "200", "--nonblocking"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            )
         cpu0 = cpu_s(gateway.pid)
         sent_at = await post_updates(base, args.n, rate=args.rate, start_id=20_000_000, chats=args.chats, bot=bot)
         await drain(bot, args.n, 120)
         cpu1 = cpu_s(gateway.pid)
+        if spy is not None:
+            spy.send_signal(signal.SIGINT)
+            spy.wait(timeout=30)
         e2e = [(m["at"] - sent_at[m["text"]]) * 1000 for m in bot.sent if m["text"] in sent_at]
         results["fixed_rate"] = {
             "rate_per_s": args.rate,
             "replied": len(e2e),
+            "webhook_ms_p50": round(pct(webhook_ms, 50), 2),
+            "webhook_ms_p99": round(pct(webhook_ms, 99), 2),
             "end_to_end_ms_p50": round(pct(e2e, 50), 2),
             "end_to_end_ms_p99": round(pct(e2e, 99), 2),
-            "gateway_cpu_ms_per_message": round((cpu1 - cpu0) * 1000 / max(len(e2e), 1), 3),
+            "gateway_cpu_ms_per_message": cpu_per_message(cpu0, cpu1, len(e2e)),
         }
+        results["loadavg_after"] = loadavg()
         print(json.dumps(results, indent=2))
     finally:
         gateway.terminate()
-        gateway.wait(timeout=20)
+        try:
+            gateway.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            print("gateway did not stop within 20 s; killed", file=sys.stderr)
+            gateway.kill()
+            gateway.wait()
+        if args.keep_log:
+            shutil.copy(tmp / "gateway.log", args.keep_log)
         await bot.stop()
         await rasa.stop()
+        if args.db == "postgres":
+            conn = await asyncpg.connect("postgresql://postgres@127.0.0.1:5432/postgres")
+            await conn.execute(f"DROP DATABASE IF EXISTS {BENCH_DB} WITH (FORCE)")
+            await conn.close()
         shutil.rmtree(tmp, ignore_errors=True)
 
 
@@ -203,6 +246,7 @@ async def post_updates(
 ) -> dict[str, float]:
     """POST n updates (at `rate` per second, or as fast as 32 connections go); returns text -> send time."""
     sent_at: dict[str, float] = {}
+    webhook_ms.clear()
     headers = {"X-Telegram-Bot-Api-Secret-Token": SECRET, "Content-Type": "application/json"}
     connector = aiohttp.TCPConnector(limit=64)
     async with aiohttp.ClientSession(connector=connector) as http:
@@ -216,9 +260,10 @@ async def post_updates(
                     "chat": {"id": chat, "type": "private", "first_name": "B"},
                     "from": {"id": chat, "is_bot": False, "first_name": "B", "language_code": "en"}}}
             async with sem:
-                sent_at["re: " + text] = time.monotonic()
+                sent_at["re: " + text] = started = time.monotonic()
                 async with http.post(base + "/webhooks/telegram", data=json.dumps(body), headers=headers) as resp:
                     await resp.read()
+                webhook_ms.append((time.monotonic() - started) * 1000)
 
         tasks = []
         t0 = time.monotonic()
@@ -232,13 +277,20 @@ async def post_updates(
     return sent_at
 
 
+webhook_ms: list[float] = []  # answer times of the last post_updates run
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--db", choices=["sqlite", "postgres"], default="postgres")
     parser.add_argument("--n", type=int, default=2000, help="messages in the fixed-rate run")
     parser.add_argument("--rate", type=float, default=200.0)
-    parser.add_argument("--seconds", type=int, default=10, help="length of the wrk run")
+    parser.add_argument("--seconds", type=int, default=60, help="longest wrk run")
+    parser.add_argument("--wrk-n", type=int, default=3000, help="updates wrk posts (it stops after them)")
     parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--profile", help="write py-spy collapsed stacks of the fixed-rate run here")
+    parser.add_argument("--keep-log", help="copy the gateway's log here")
+    parser.add_argument("--skip-wrk", action="store_true", help="only the fixed-rate run")
     parser.add_argument("--chats", type=int, default=1000, help="distinct learners")
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT))

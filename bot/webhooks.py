@@ -37,7 +37,7 @@ async def _request_data(request: Request, form: bool) -> HttpRequestData:
     if form:
         try:
             parsed = await request.form()
-        except Exception as exc:  # noqa: BLE001  (any multipart/urlencoded error is the sender's)
+        except Exception as exc:  # any multipart/urlencoded error is the sender's
             raise ParseError("malformed form body") from exc
         fields = {k: v for k, v in parsed.items() if isinstance(v, str)}
     headers = {k.lower(): v for k, v in request.headers.items()}
