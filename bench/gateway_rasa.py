@@ -118,6 +118,36 @@ async def first_replies(stack: Stack, chats: dict[int, float], timeout_s: float)
         await asyncio.sleep(0.1)
 
 
+def buckets(metrics_text: str, name: str, label: str = "") -> dict[float, float]:
+    """Cumulative counts per upper bound of one Prometheus histogram (summed over the series matching `label`)."""
+    found: dict[float, float] = {}
+    for line in metrics_text.splitlines():
+        if not line.startswith(name + "_bucket{") or label not in line:
+            continue
+        labels, value = line.rsplit(" ", 1)
+        le = labels.split('le="', 1)[1].split('"', 1)[0]
+        bound = float("inf") if le == "+Inf" else float(le)
+        found[bound] = found.get(bound, 0.0) + float(value)
+    return found
+
+
+def bucket_quantile(before: dict[float, float], after: dict[float, float], q: float) -> str:
+    """The upper bound of the bucket holding quantile q of the observations made between the two scrapes."""
+    delta = {b: after.get(b, 0.0) - before.get(b, 0.0) for b in after}
+    total = delta.get(float("inf"), 0.0)
+    if total <= 0:
+        return "n/a"
+    for bound in sorted(delta):
+        if delta[bound] >= q * total:
+            return f"<= {bound * 1000:g} ms" if bound != float("inf") else "> 10 s"
+    return "n/a"
+
+
+async def scrape(stack: Stack) -> str:
+    async with aiohttp.ClientSession() as http, http.get(f"{stack.gateway_url}/metrics") as resp:
+        return await resp.text()
+
+
 async def rasa_user_turns(stack: Stack, chats: list[int]) -> dict[int, int]:
     """How many conversations hold 0, 1, 2… user turns in Rasa's tracker (each sent exactly one message)."""
     counts: dict[int, int] = {}
@@ -148,6 +178,7 @@ async def bench(stack: Stack, args: argparse.Namespace) -> dict[str, Any]:
     n = int(args.rate * args.seconds)
     cpu0 = {name: group_cpu_s(p.pid) for name, p in
             (("gateway", stack.gateway), ("rasa", stack.rasa), ("actions", stack.actions))}
+    metrics0 = await scrape(stack)
     t0 = time.monotonic()
     sent_at = await drive(stack, n, args.rate, first_chat=6_000_000)
     posting_s = time.monotonic() - t0
@@ -156,6 +187,7 @@ async def bench(stack: Stack, args: argparse.Namespace) -> dict[str, Any]:
     cpu1 = {name: group_cpu_s(p.pid) for name, p in
             (("gateway", stack.gateway), ("rasa", stack.rasa), ("actions", stack.actions))}
 
+    metrics1 = await scrape(stack)
     # let redelivery (every 5 s in `sanad gateway`) answer what timed out, then look into Rasa's trackers:
     # a learner message Rasa holds twice was handled twice (sent again after a timeout)
     await asyncio.sleep(args.settle_s)
@@ -175,6 +207,19 @@ async def bench(stack: Stack, args: argparse.Namespace) -> dict[str, Any]:
         "end_to_end_ms": {
             "p50": round(pct(latencies, 50), 1), "p90": round(pct(latencies, 90), 1),
             "p99": round(pct(latencies, 99), 1), "max": round(max(latencies, default=float("nan")), 1),
+        },
+        # from the gateway's own histograms: where the time goes (bucket upper bounds)
+        "gateway_histograms": {
+            "rasa_round_trip": {f"p{q}": bucket_quantile(buckets(metrics0, "sanad_rasa_seconds"),
+                                                       buckets(metrics1, "sanad_rasa_seconds"), q / 100)
+                                for q in (50, 99)},
+            "processing_incl_rasa": {f"p{q}": bucket_quantile(buckets(metrics0, "sanad_processing_seconds", '"bot"'),
+                                                            buckets(metrics1, "sanad_processing_seconds", '"bot"'),
+                                                            q / 100)
+                                     for q in (50, 99)},
+            "webhook_answer": {f"p{q}": bucket_quantile(buckets(metrics0, "sanad_webhook_seconds", "telegram"),
+                                                      buckets(metrics1, "sanad_webhook_seconds", "telegram"), q / 100)
+                               for q in (50, 99)},
         },
         "cpu_ms_per_message": {
             name: round((cpu1[name] - cpu0[name]) * 1000 / max(len(firsts), 1), 2) for name in cpu0
