@@ -335,7 +335,7 @@ class RedisCoordinator:
         finally:
             task.cancel()
             await pubsub.unsubscribe()
-            await pubsub.aclose()
+            await pubsub.aclose()  # type: ignore[no-untyped-call]
 
     async def ping(self) -> bool:
         try:

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, func, insert, select, update
+from sqlalchemy import Table, bindparam, case, false, func, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -73,6 +73,8 @@ class _Statements:
                 "last_inbound_at": ins.excluded.last_inbound_at,
                 # keep a name the learner already has; fill it when we had none
                 "display_name": func.coalesce(CONTACTS.c.display_name, ins.excluded.display_name),
+                # a Telegram learner who writes has unblocked the bot (WhatsApp needs START: optout.py)
+                "stopped": case((CONTACTS.c.channel == "telegram", false()), else_=CONTACTS.c.stopped),
             },
         ).returning(CONTACTS.c.id)
         self.insert_message = (
@@ -154,7 +156,8 @@ class _PgSql:
             f"WITH c AS (INSERT INTO contacts ({', '.join(contact_cols)}) "  # noqa: S608
             f"VALUES ({', '.join(contact_cols.values())}) "
             "ON CONFLICT (key) DO UPDATE SET last_inbound_at = excluded.last_inbound_at, "
-            "display_name = coalesce(contacts.display_name, excluded.display_name) RETURNING id) "
+            "display_name = coalesce(contacts.display_name, excluded.display_name), "
+            "stopped = CASE WHEN contacts.channel = 'telegram' THEN false ELSE contacts.stopped END RETURNING id) "
             f"INSERT INTO inbound_messages ({', '.join(message_cols)}) "
             f"SELECT {', '.join(message_cols.values())} FROM c "
             "ON CONFLICT (dedup_key) DO NOTHING RETURNING id"
@@ -496,6 +499,7 @@ def rasa_metadata(services: Services, contact: Contact, message: InboundMessage)
         "first_name": contact.display_name,
         "pin_required": pin_required(contact, utcnow(), services.settings),
         "message_kind": message.kind,
+        "inbound_id": message.id,
     }
 
 
@@ -547,7 +551,12 @@ async def _handle_with_bot(services: Services, turn: Turn) -> bool:
     try:
         rasa_started = time.perf_counter()
         metadata = rasa_metadata(services, contact, message)
-        items = await services.rasa.send_message(contact.key, text or "/greet", metadata)
+        items = None
+        if (message.payload or {}).get("rasa_attempted"):
+            # an earlier call may have reached Rasa before it timed out: never run the message twice
+            items = await replies_already_given(services, contact.key, message.id)
+        if items is None:
+            items = await services.rasa.send_message(contact.key, text or "/greet", metadata)
         metrics.RASA_LATENCY.observe(time.perf_counter() - rasa_started)
     except RasaUnavailable as exc:
         metrics.RASA_ERRORS.inc()
@@ -564,8 +573,14 @@ async def _rasa_trouble(services: Services, turn: Turn) -> None:
     ids: list[int] = []
     replies: list[Rendered] = []
     async with services.db.engine.begin() as conn:
-        # Rasa being down is not the message's fault: the attempt does not count
+        # Rasa being down is not the message's fault: the attempt does not count. Rasa may still have
+        # got it (a timeout): the flag makes the retry look in Rasa's tracker first.
         await conn.execute(_sql(services).set_attempts, {"message_id": message.id, "attempts": message.attempts - 1})
+        if not (message.payload or {}).get("rasa_attempted"):
+            await conn.execute(
+                update(MESSAGES).where(MESSAGES.c.id == message.id)
+                .values(payload={**(message.payload or {}), "rasa_attempted": True})
+            )
         changes = dict(turn.contact_changes)
         notify = contact.rasa_trouble_notified_at is None
         if notify:
@@ -576,6 +591,34 @@ async def _rasa_trouble(services: Services, turn: Turn) -> None:
             await conn.execute(update(CONTACTS).where(CONTACTS.c.id == contact.id).values(**changes))
     if ids:
         await send_claimed(services, contact, ids, replies, origin="system")
+
+
+async def replies_already_given(services: Services, sender_id: str, inbound_id: int) -> list[dict[str, Any]] | None:
+    """Rasa's answers to this message if its tracker already holds it, as REST-channel items; else None."""
+    if services.rasa is None:
+        return None
+    tracker = await services.rasa.get_tracker(sender_id)
+    events = tracker.get("events") or []
+    replies: list[dict[str, Any]] | None = None
+    for event in events:
+        if not isinstance(event, dict):
+            continue
+        if event.get("event") == "user":
+            if replies is not None:
+                break  # the next learner message: Rasa's answer to ours is complete
+            if (event.get("metadata") or {}).get("inbound_id") == inbound_id:
+                replies = []
+        elif event.get("event") == "bot" and replies is not None:
+            data = event.get("data") or {}
+            item: dict[str, Any] = {"text": event.get("text")}
+            if data.get("buttons"):
+                item["buttons"] = data["buttons"]
+            if data.get("image"):
+                item["image"] = data["image"]
+            if data.get("custom"):
+                item["custom"] = data["custom"]
+            replies.append(item)
+    return replies
 
 
 def _rendered_from_rasa(item: dict[str, Any]) -> Rendered | None:

@@ -195,6 +195,7 @@ class RasaDouble(HttpDouble):
         super().__init__()
         self.responder = responder
         self.up = True
+        self.delay_s = 0.0  # answer this late (the tracker is written first, as Rasa does)
         self.messages: list[dict[str, Any]] = []
         self.events: dict[str, list[dict[str, Any]]] = {}
         self.app.router.add_get("/", self.root)
@@ -213,7 +214,16 @@ class RasaDouble(HttpDouble):
             return web.Response(status=503, text="down")
         body = await request.json()
         self.messages.append(body)
-        return web.json_response(self.responder(body))
+        replies = self.responder(body)
+        sender = str(body.get("sender"))
+        events = self.events.setdefault(sender, [])
+        events.append({"event": "user", "text": body.get("message"), "metadata": body.get("metadata") or {}})
+        for reply in replies:
+            data = {k: reply[k] for k in ("buttons", "custom", "image") if k in reply}
+            events.append({"event": "bot", "text": reply.get("text"), "data": data})
+        if self.delay_s:
+            await asyncio.sleep(self.delay_s)
+        return web.json_response(replies)
 
     async def append(self, request: web.Request) -> web.Response:
         events = await request.json()

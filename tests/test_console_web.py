@@ -184,7 +184,11 @@ async def test_telegram_learner_mentor_round_trip(gateway: Gateway, console: htt
     await gateway.telegram(tg_update(4, "when is my next deadline"))
     await gateway.settle()
     assert gateway.rasa.messages[-1]["message"] == "when is my next deadline"
-    assert gateway.rasa.events["telegram:424242"][-1] == {"event": "action", "name": "action_listen"}
+    events = gateway.rasa.events["telegram:424242"]
+    listen = max(i for i, e in enumerate(events) if e == {"event": "action", "name": "action_listen"})
+    # the hand-back told Rasa to listen again before the learner's next message reached it
+    assert events[listen + 1] == {"event": "user", "text": "when is my next deadline",
+                                  "metadata": events[listen + 1]["metadata"]}
 
     async with gateway.services.db.session() as s:
         contact = (await s.execute(select(Contact))).scalar_one()

@@ -146,3 +146,25 @@ async def test_embedded_default_keeps_messages_when_rasa_is_down(sqlite_gateway:
         out = [o.text for o in (await s.execute(select(Outbox).order_by(Outbox.id))).scalars()]
     assert out[-1] == "echo: are you there?"
     assert json.loads(json.dumps(out))  # plain strings, stored
+
+
+async def test_a_message_rasa_got_before_a_timeout_is_not_run_twice(gateway: Gateway) -> None:
+    from integrations.rasa import RasaClient
+
+    gateway.services.rasa = RasaClient(gateway.rasa.url, timeout_s=0.3)
+    gateway.rasa.delay_s = 1.0  # Rasa handles the message, but answers after our timeout
+    gateway.rasa.responder = lambda body: [
+        {"text": "Your next deadline is tomorrow.", "buttons": [{"title": "More", "payload": "/ask_deadline"}]}
+    ]
+    await gateway.telegram(private_message(800, text="when is my deadline"))
+    await gateway.settle()
+    assert await statuses(gateway) == ["received"]
+    trouble = gateway.services.catalogue.text("gateway_rasa_trouble", "en")
+    assert [m["text"] for m in gateway.bot_api.sent] == [trouble]
+
+    gateway.rasa.delay_s = 0.0
+    await pipeline.redeliver_pending(gateway.services, older_than_s=0)
+    assert len(gateway.rasa.messages) == 1  # not sent to Rasa a second time
+    assert await statuses(gateway) == ["done"]
+    assert [m["text"] for m in gateway.bot_api.sent] == [trouble, "Your next deadline is tomorrow."]
+    await gateway.services.rasa.close()

@@ -254,3 +254,16 @@ async def test_throttled_send_is_retried_not_lost(gateway: Gateway) -> None:
 
 def test_corpus_notice_is_kept_beside_the_data() -> None:
     assert "MIT" in (Path(DATA_DIR) / "TELEGRAM_CORPUS_NOTICE.md").read_text()
+
+
+async def test_a_learner_who_writes_again_has_unblocked_the_bot(gateway: Gateway) -> None:
+    gateway.bot_api.blocked_chats.add("555004")
+    await gateway.telegram(private_message(140, chat_id=555004, text="hello"))
+    await gateway.settle()
+    gateway.bot_api.blocked_chats.clear()
+    await gateway.telegram(private_message(141, chat_id=555004, text="hello again"))
+    await gateway.settle()
+    async with gateway.services.db.session() as s:
+        contact = (await s.execute(select(Contact))).scalar_one()
+    assert contact.stopped is False
+    assert [m["text"] for m in gateway.bot_api.sent] == ["echo: hello again"]
