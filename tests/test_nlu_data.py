@@ -86,3 +86,15 @@ def test_held_out_examples_have_no_near_copies_in_training() -> None:
                     if matcher.real_quick_ratio() >= 0.9 and matcher.quick_ratio() >= 0.9 and matcher.ratio() >= 0.9:
                         near.append((held, seen))
         assert not near, (lang, near)
+
+
+def test_pipeline_blends_diet_before_the_crisis_override_and_the_fallback() -> None:
+    """The logistic regression blend runs after DIET; the crisis override and the fallback see its ranking."""
+    config = yaml.safe_load((NLU / "config.yml").read_text(encoding="utf-8"))
+    names = [component["name"] for component in config["pipeline"]]
+    blend = names.index("components.blend.BlendedLogisticRegression")
+    assert names.index("DIETClassifier") < blend < names.index("components.safety.CrisisOverride")
+    assert blend < names.index("FallbackClassifier")
+    settings = config["pipeline"][blend]
+    assert 0.0 <= float(settings["diet_weight"]) <= 1.0
+    assert settings.get("expose_parts", False) is False
