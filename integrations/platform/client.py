@@ -211,8 +211,12 @@ class PlatformClient:
             query = dict(params)
             if cursor:
                 query["cursor"] = cursor
-            data = await self._get("/v1/deadlines", query, None)
-            page = self._validate(DeadlinePage, data, "deadlines page")
+            # the largest answers Sanad reads: parsed and validated in one pass by pydantic-core
+            body = await self._get("/v1/deadlines", query, None, raw=True)
+            try:
+                page = DeadlinePage.model_validate_json(body)
+            except ValidationError as exc:
+                raise PlatformDataError(f"deadlines page: {_describe(exc)}") from None
             yield page
             if not page.next_cursor:
                 return
@@ -299,13 +303,14 @@ class PlatformClient:
         except Exception as exc:  # noqa: BLE001  (a cache failure must not cost the answer)
             log.warning("platform cache write failed: %s", type(exc).__name__)
 
-    async def _get(self, path: str, params: dict[str, str] | None, learner_id: str | None) -> Any:
-        """One logical GET through the breaker, with bounded retries; returns the decoded JSON."""
+    async def _get(self, path: str, params: dict[str, str] | None, learner_id: str | None, raw: bool = False) -> Any:
+        """One logical GET through the breaker, with bounded retries; returns the decoded JSON
+        (the body's bytes with `raw`)."""
         if not self.breaker.allow():
             raise PlatformUnavailable(f"platform circuit open (retry in {self.breaker.retry_in_s():.0f} s)")
         try:
             async with asyncio.timeout(self.total_budget_s):
-                data = await self._get_with_retries(path, params, learner_id)
+                data = await self._get_with_retries(path, params, learner_id, raw)
         except TimeoutError:
             self.breaker.record_failure()
             log.warning("platform GET %s: no answer within %.1f s", path, self.total_budget_s)
@@ -325,7 +330,9 @@ class PlatformClient:
     def _backoff_s(self, attempt: int) -> float:
         return random.uniform(0.0, min(self.backoff_max_s, self.backoff_base_s * 2 ** (attempt - 1)))
 
-    async def _get_with_retries(self, path: str, params: dict[str, str] | None, learner_id: str | None) -> Any:
+    async def _get_with_retries(
+        self, path: str, params: dict[str, str] | None, learner_id: str | None, raw: bool = False
+    ) -> Any:
         started = time.monotonic()
         reason = "no attempt"
         for attempt in range(1, self.max_attempts + 1):
@@ -339,6 +346,8 @@ class PlatformClient:
             else:
                 status = response.status_code
                 if 200 <= status < 300:
+                    if raw:
+                        return response.content
                     try:
                         return response.json()
                     except ValueError:
