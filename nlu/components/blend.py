@@ -14,7 +14,7 @@ With `expose_parts: true` the two rankings are also put in the parse result
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Text
+from typing import Any
 
 from rasa.engine.graph import ExecutionContext
 from rasa.engine.recipes.default_recipe import DefaultV1Recipe
@@ -33,7 +33,7 @@ class BlendedLogisticRegression(LogisticRegressionClassifier):
     """Logistic regression whose probabilities are averaged with the ranking already set (DIET's)."""
 
     @staticmethod
-    def get_default_config() -> Dict[Text, Any]:
+    def get_default_config() -> dict[str, Any]:
         return {
             **LogisticRegressionClassifier.get_default_config(),
             "max_iter": 300,
@@ -41,7 +41,7 @@ class BlendedLogisticRegression(LogisticRegressionClassifier):
             "expose_parts": False,
         }
 
-    def __init__(self, config: Dict[Text, Any], name: Text, model_storage: ModelStorage, resource: Resource) -> None:
+    def __init__(self, config: dict[str, Any], name: str, model_storage: ModelStorage, resource: Resource) -> None:
         super().__init__(config, name, model_storage, resource)
         weight = float(self.config["diet_weight"])
         if not 0.0 <= weight <= 1.0:
@@ -51,20 +51,20 @@ class BlendedLogisticRegression(LogisticRegressionClassifier):
     @classmethod
     def create(
         cls,
-        config: Dict[Text, Any],
+        config: dict[str, Any],
         model_storage: ModelStorage,
         resource: Resource,
         execution_context: ExecutionContext,
-    ) -> "BlendedLogisticRegression":
+    ) -> BlendedLogisticRegression:
         return cls(config, execution_context.node_name, model_storage, resource)
 
-    def process(self, messages: List[Message]) -> List[Message]:
+    def process(self, messages: list[Message]) -> list[Message]:
         if not messages or not hasattr(self.clf, "classes_"):
             return messages
         probas = self.clf.predict_proba(self._create_X(messages))
         classes = [str(c) for c in self.clf.classes_]
-        for message, row in zip(messages, probas):
-            lr = {name: float(p) for name, p in zip(classes, row)}
+        for message, row in zip(messages, probas, strict=True):
+            lr = {name: float(p) for name, p in zip(classes, row, strict=True)}
             diet = {r["name"]: float(r["confidence"]) for r in message.get(INTENT_RANKING_KEY) or []}
             names = set(lr) | set(diet)
             blended = {n: self.diet_weight * diet.get(n, 0.0) + (1.0 - self.diet_weight) * lr.get(n, 0.0)
