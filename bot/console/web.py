@@ -406,15 +406,34 @@ def _error_redirect(handoff_id: int, exc: Exception) -> RedirectResponse:
     return RedirectResponse(f"/console/h/{handoff_id}?error={quote(str(exc)[:200])}", status_code=303)
 
 
-async def claim_action(request: Request) -> Response:
+@dataclass
+class _ConversationAction:
+    """A mentor's form post on one conversation, past login, CSRF and visibility checks."""
+
+    ctx: Any
+    form: FormData
+    svc: Services
+    handoff_id: int
+    handoff: Handoff
+
+
+async def _conversation_action(request: Request) -> _ConversationAction | Response:
     try:
         ctx = await require_mentor(request)
     except LoginRequired:
         return login_redirect()
-    await checked_form(request, ctx)
+    form = await checked_form(request, ctx)
     svc = services_of(request)
     handoff_id = int(request.path_params["handoff_id"])
-    await load_handoff(svc, ctx, handoff_id)
+    handoff, _ = await load_handoff(svc, ctx, handoff_id)
+    return _ConversationAction(ctx, form, svc, handoff_id, handoff)
+
+
+async def claim_action(request: Request) -> Response:
+    action = await _conversation_action(request)
+    if isinstance(action, Response):
+        return action
+    ctx, svc, handoff_id = action.ctx, action.svc, action.handoff_id
     outbox_id: int | None = None
     async with svc.db.session() as session:
         claimed = await claim(svc, session, handoff_id, ctx.mentor)
@@ -430,14 +449,11 @@ async def claim_action(request: Request) -> Response:
 
 
 async def reply_action(request: Request) -> Response:
-    try:
-        ctx = await require_mentor(request)
-    except LoginRequired:
-        return login_redirect()
-    form = await checked_form(request, ctx)
-    svc = services_of(request)
-    handoff_id = int(request.path_params["handoff_id"])
-    await load_handoff(svc, ctx, handoff_id)
+    action = await _conversation_action(request)
+    if isinstance(action, Response):
+        return action
+    ctx, svc, handoff_id = action.ctx, action.svc, action.handoff_id
+    form = action.form
     try:
         async with svc.db.session() as session:
             handoff = await session.get(Handoff, handoff_id)
@@ -451,14 +467,11 @@ async def reply_action(request: Request) -> Response:
 
 
 async def note_action(request: Request) -> Response:
-    try:
-        ctx = await require_mentor(request)
-    except LoginRequired:
-        return login_redirect()
-    form = await checked_form(request, ctx)
-    svc = services_of(request)
-    handoff_id = int(request.path_params["handoff_id"])
-    await load_handoff(svc, ctx, handoff_id)
+    action = await _conversation_action(request)
+    if isinstance(action, Response):
+        return action
+    ctx, svc, handoff_id = action.ctx, action.svc, action.handoff_id
+    form = action.form
     try:
         async with svc.db.session() as session:
             handoff = await session.get(Handoff, handoff_id)
@@ -471,14 +484,11 @@ async def note_action(request: Request) -> Response:
 
 
 async def _end(request: Request, outcome: str) -> Response:
-    try:
-        ctx = await require_mentor(request)
-    except LoginRequired:
-        return login_redirect()
-    await checked_form(request, ctx)
-    svc = services_of(request)
-    handoff_id = int(request.path_params["handoff_id"])
-    handoff, _ = await load_handoff(svc, ctx, handoff_id)
+    action = await _conversation_action(request)
+    if isinstance(action, Response):
+        return action
+    ctx, svc, handoff_id = action.ctx, action.svc, action.handoff_id
+    handoff = action.handoff
     if ctx.mentor.role != "lead" and handoff.mentor_id != ctx.mentor.id:
         raise HTTPException(403, "Claim the conversation first")
     try:
@@ -497,14 +507,11 @@ async def handback_action(request: Request) -> Response:
 
 
 async def transfer_action(request: Request) -> Response:
-    try:
-        ctx = await require_mentor(request)
-    except LoginRequired:
-        return login_redirect()
-    form = await checked_form(request, ctx)
-    svc = services_of(request)
-    handoff_id = int(request.path_params["handoff_id"])
-    await load_handoff(svc, ctx, handoff_id)
+    action = await _conversation_action(request)
+    if isinstance(action, Response):
+        return action
+    ctx, svc, handoff_id = action.ctx, action.svc, action.handoff_id
+    form = action.form
     raw = str(form.get("to") or "")
     try:
         to_id = None if raw in ("", "queue") else int(raw)
