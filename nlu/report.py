@@ -1,6 +1,9 @@
 """Evaluate the trained model on the held-out files and write a markdown report.
 
-    .venv-rasa/bin/python nlu/report.py [--model nlu/models/sanad.tar.gz]
+    .venv-rasa/bin/python nlu/report.py [--model nlu/models/sanad.tar.gz] [--prefix nlu]
+
+`--prefix fresh` evaluates tests/fresh_<lang>.yml instead (same counting) and writes
+only results/fresh_report.md and results/fresh_predictions.json (REPORT.md untouched).
 
 Every example of tests/nlu_<lang>.yml goes through the model exactly as a live
 message does (`Agent.parse_message`, the same processor `rasa test nlu` uses),
@@ -46,9 +49,9 @@ DISTRESS_FALLBACK_CONFIDENCE = 0.2
 DISTRESS_FALLBACK_RANK = 2
 
 
-def held_out(lang: str) -> list[tuple[str, str]]:
+def held_out(lang: str, prefix: str = "nlu") -> list[tuple[str, str]]:
     """(intent, text) of one language's held-out file, entity annotations removed."""
-    data = yaml.safe_load((NLU_DIR / "tests" / f"nlu_{lang}.yml").read_text(encoding="utf-8"))
+    data = yaml.safe_load((NLU_DIR / "tests" / f"{prefix}_{lang}.yml").read_text(encoding="utf-8"))
     out = []
     for block in data.get("nlu") or []:
         if "intent" not in block:
@@ -59,14 +62,14 @@ def held_out(lang: str) -> list[tuple[str, str]]:
     return out
 
 
-async def evaluate(model: Path) -> dict[str, list[dict[str, Any]]]:
+async def evaluate(model: Path, prefix: str = "nlu") -> dict[str, list[dict[str, Any]]]:
     from rasa.core.agent import Agent
 
     agent = Agent.load(model_path=str(model))
     out: dict[str, list[dict[str, Any]]] = {}
     for lang in LANGUAGES:
         rows = []
-        for intent, text in held_out(lang):
+        for intent, text in held_out(lang, prefix):
             result = await agent.parse_message(text)
             runtime = result["intent"]["name"]
             ranking = [r for r in result.get("intent_ranking", []) if r["name"] != FALLBACK]
@@ -105,13 +108,13 @@ def fallback_config() -> tuple[float, float]:
     return 0.0, 0.0
 
 
-def render(predictions: dict[str, list[dict[str, Any]]], model: Path) -> str:
+def render(predictions: dict[str, list[dict[str, Any]]], model: Path, prefix: str = "nlu") -> str:
     threshold, ambiguity = fallback_config()
     lines = [
         "# Sanad NLU: held-out evaluation",
         "",
         f"Model `{model.name}`, evaluated {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC on "
-        "`nlu/tests/nlu_<lang>.yml` (examples never used in training), each parsed as a live message.",
+        f"`nlu/tests/{prefix}_<lang>.yml` (examples never used in training), each parsed as a live message.",
         "",
         f"**How it counts.** FallbackClassifier threshold {threshold}, ambiguity threshold {ambiguity}. "
         f"An example is right when the run-time intent (after the fallback) is its intent; `{FALLBACK}` counts "
@@ -197,6 +200,9 @@ def render(predictions: dict[str, list[dict[str, Any]]], model: Path) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--model", default=str(NLU_DIR / "models" / "sanad.tar.gz"))
+    parser.add_argument("--prefix", default="nlu",
+                        help="evaluate tests/<prefix>_<lang>.yml; other than 'nlu' writes only "
+                        "results/<prefix>_report.md")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     import structlog
@@ -207,10 +213,24 @@ def main() -> int:
     if not model.exists():
         print(f"no model at {model}: run `rasa train --fixed-model-name sanad --out models` in nlu/ first")
         return 1
-    predictions = asyncio.run(evaluate(model))
-    text = render(predictions, model)
+    prefix = args.prefix
+    if not re.fullmatch(r"[a-z0-9_]+", prefix):
+        print(f"bad --prefix {prefix!r}: use lowercase letters, digits and _")
+        return 1
+    missing = [lang for lang in LANGUAGES if not (NLU_DIR / "tests" / f"{prefix}_{lang}.yml").exists()]
+    if missing:
+        print(f"no tests/{prefix}_<lang>.yml for: {', '.join(missing)}")
+        return 1
+    predictions = asyncio.run(evaluate(model, prefix))
+    text = render(predictions, model, prefix)
     results = NLU_DIR / "results"
     results.mkdir(exist_ok=True)
+    if prefix != "nlu":
+        (results / f"{prefix}_report.md").write_text(text, encoding="utf-8")
+        (results / f"{prefix}_predictions.json").write_text(
+            json.dumps(predictions, ensure_ascii=False, indent=1), encoding="utf-8")
+        print(text)
+        return 0
     (results / "report.md").write_text(text, encoding="utf-8")
     (results / "predictions.json").write_text(json.dumps(predictions, ensure_ascii=False, indent=1), encoding="utf-8")
     report = NLU_DIR / "REPORT.md"
