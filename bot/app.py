@@ -40,11 +40,7 @@ ROUTE_MODULES = ("bot.linking", "bot.reminders.admin", "bot.console.web")
 def _import(name: str) -> Any:
     import importlib
 
-    try:
-        return importlib.import_module(name)
-    except ModuleNotFoundError as exc:  # TODO(lead): strict once every area has landed
-        log.error("component %s missing: %s", name, exc)
-        return None
+    return importlib.import_module(name)
 
 
 def load_components() -> None:
@@ -56,9 +52,7 @@ def load_components() -> None:
 def component_routes(settings: Settings) -> list[BaseRoute]:
     routes: list[BaseRoute] = []
     for name in ROUTE_MODULES:
-        module = _import(name)
-        if module is not None:
-            routes.extend(module.routes())
+        routes.extend(_import(name).routes())
     if not settings.platform_api_url:
         from integrations.demo_platform import demo_app
 
