@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from babel.dates import format_date, format_datetime, format_time
+from babel.dates import format_date, format_time
 from babel.numbers import format_decimal
 
 from bot.config import DEFAULT_LANGUAGE, LANGUAGES
@@ -140,12 +140,6 @@ def babel_locale(language: str) -> str:
 def local_date(moment: datetime, tz: str | None, language: str) -> str:
     """`moment` as a long date in the learner's zone and language (e.g. "3 December 2026")."""
     return format_date(moment.astimezone(zone(tz)).date(), format="long", locale=babel_locale(language))
-
-
-def local_datetime(moment: datetime, tz: str | None, language: str) -> str:
-    """Date and time in the learner's zone and language."""
-    local = moment.astimezone(zone(tz))
-    return format_datetime(local, format="medium", tzinfo=zone(tz), locale=babel_locale(language))
 
 
 def local_time(moment: datetime, tz: str | None, language: str) -> str:

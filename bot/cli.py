@@ -296,10 +296,6 @@ def main(argv: list[str] | None = None) -> int:
     return int(result or 0)
 
 
-def dump_json(value: Any) -> None:
-    print(json.dumps(value, ensure_ascii=False, indent=2, default=str))
-
-
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO)
     sys.exit(main())

@@ -46,6 +46,3 @@ def command(name: str) -> Callable[[CommandHandler], CommandHandler]:
 def handler_for(name: str) -> CommandHandler | None:
     return _HANDLERS.get(name)
 
-
-def known_commands() -> list[str]:
-    return sorted(_HANDLERS)

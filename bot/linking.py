@@ -139,11 +139,6 @@ async def issue_link_token(services: Services, learner_id: str) -> dict[str, str
 
 # --- the platform client of this process ------------------------------------------
 
-def get_platform(services: Services) -> PlatformClient:
-    """The process's platform client (see `Services.platform`)."""
-    return services.platform()
-
-
 # --- recognising link messages ------------------------------------------------
 
 @dataclass(frozen=True)
@@ -257,7 +252,7 @@ async def link_contact(services: Services, contact: Contact, request: LinkReques
 
     learner: Learner | None = None
     try:
-        learner = await get_platform(services).learner(learner_id)
+        learner = await services.platform().learner(learner_id)
     except LearnerNotFound:
         log.warning("link token names a learner the platform does not know")
         return Intercepted([_render(services, wrong_key, lang)])
@@ -347,7 +342,7 @@ def _json_error(status: int, code: str, message: str, headers: dict[str, str] | 
 async def check_learner(services: Services, learner_id: str) -> None:
     """Raise LearnerNotFound / PlatformUnavailable unless the platform knows the learner."""
     try:
-        await get_platform(services).learner(learner_id)
+        await services.platform().learner(learner_id)
     except PlatformDataError as exc:
         raise PlatformUnavailable(str(exc)) from exc
 

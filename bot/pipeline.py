@@ -52,10 +52,6 @@ OUTBOX = cast(Table, Outbox.__table__)
 _background: set[asyncio.Task[Any]] = set()
 
 
-def _dialect_insert(services: Services) -> Any:
-    return sqlite_insert if services.db.is_sqlite else pg_insert
-
-
 # --- accepting ----------------------------------------------------------------
 
 class _Statements:

@@ -13,7 +13,7 @@ result was not committed yet: at most `concurrency` rows per worker (one send in
 task). Those go back to queued and are sent again; every other claimed row was never handed to
 the provider. Duplicates after a crash are therefore <= the sends in flight (<= `concurrency`).
 
-Rate limits go through `services.coord.acquire_rate` (Redis when configured, so every worker
+Rate limits go through `services.coord.admit_send`, one round trip (Redis when configured, so every worker
 shares them): Telegram `TELEGRAM_RATE_PER_S` overall and `TELEGRAM_CHAT_RATE_PER_S` per chat,
 WhatsApp `WHATSAPP_RATE_PER_S` per sender number. Send errors (bot/channels/base.py):
 THROTTLED pauses the channel for retry_after; TRANSIENT retries with exponential backoff up to
@@ -37,6 +37,7 @@ from typing import Any
 from sqlalchemy import select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from bot import metrics
 from bot.catalogue import Button, normalise_language
 from bot.channels.base import OutboundMessage, SendError, SendErrorKind, SendResult, Template
 from bot.config import Settings
@@ -133,11 +134,6 @@ def whatsapp_template(settings: Settings, origin: str, language: str, params: di
     # WhatsApp rejects template variables with newlines or tabs
     variables = {num: " ".join(str(params.get(name, "")).split()) for num, name in names.items()}
     return Template(sid=sid.strip(), variables=variables)
-
-
-def outbound_from_row(row: Outbox, language: str) -> OutboundMessage:
-    """The channel message of an outbox row (buttons and an explicit template from its payload)."""
-    return _outbound(row.text or "", row.payload or {}, language)
 
 
 def _outbound(text: str, payload: dict[str, Any], language: str, template: Template | None = None) -> OutboundMessage:
@@ -399,6 +395,7 @@ class OutboxSender:
 
     async def _sent(self, row: Claimed, result: SendResult) -> None:
         self.stats["sent"] += 1
+        metrics.OUTBOUND.labels(row.channel, "sent").inc()
         values: dict[str, Any] = {
             "status": "sent",
             "sent_at": utcnow(),
@@ -431,6 +428,7 @@ class OutboxSender:
 
     async def _failed(self, row: Claimed, exc: SendError) -> None:
         kind = exc.kind
+        metrics.OUTBOUND.labels(row.channel, kind.value).inc()
         attempts = row.attempts + 1
         now = utcnow()
         values: dict[str, Any] = {"last_error": kind.value, "claimed_at": None}

@@ -81,6 +81,17 @@ def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
     return Settings.from_env(env, dotenv=tmp_path / "none.env")
 
 
+async def release(svc: Services, schema: str | None) -> None:
+    """Drop a test's Redis keys, close its services and (with a schema) empty its tables."""
+    redis = getattr(svc.coord, "redis", None)
+    if redis is not None:
+        async for key in redis.scan_iter(match=svc.coord.prefix + "*"):
+            await redis.delete(key)
+    await svc.close()
+    if schema is not None:
+        await truncate_all(schema)
+
+
 @pytest.fixture
 async def services(pg_schema: str, tmp_path: Path) -> AsyncIterator[Services]:
     """Services on the run's PostgreSQL schema and a fresh Redis prefix; tables emptied after."""
@@ -88,12 +99,7 @@ async def services(pg_schema: str, tmp_path: Path) -> AsyncIterator[Services]:
     try:
         yield svc
     finally:
-        redis = getattr(svc.coord, "redis", None)
-        if redis is not None:
-            async for key in redis.scan_iter(match=svc.coord.prefix + "*"):
-                await redis.delete(key)
-        await svc.close()
-        await truncate_all(pg_schema)
+        await release(svc, pg_schema)
 
 
 @pytest.fixture
@@ -193,11 +199,7 @@ async def gateway(pg_schema: str, tmp_path: Path) -> AsyncIterator[Gateway]:
             yield gw
     finally:
         for svc in built:
-            redis = getattr(svc.coord, "redis", None)
-            if redis is not None:
-                async for key in redis.scan_iter(match=svc.coord.prefix + "*"):
-                    await redis.delete(key)
-            await svc.close()
+            await release(svc, None)
         await truncate_all(pg_schema)
 
 

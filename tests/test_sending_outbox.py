@@ -19,7 +19,7 @@ from bot.outbox import enqueue
 from bot.sending import OutboxSender, record_delivery_status
 from bot.services import Services
 from tests.bot_api_double import BotApiDouble
-from tests.conftest import make_settings, truncate_all
+from tests.conftest import make_settings, release
 
 
 @pytest.fixture
@@ -41,12 +41,7 @@ async def tg(pg_schema: str, tmp_path: Path, double: BotApiDouble) -> AsyncItera
     try:
         yield svc
     finally:
-        redis = getattr(svc.coord, "redis", None)
-        if redis is not None:
-            async for key in redis.scan_iter(match=svc.coord.prefix + "*"):
-                await redis.delete(key)
-        await svc.close()
-        await truncate_all(pg_schema)
+        await release(svc, pg_schema)
 
 
 async def add_contact(services: Services, address: str, channel: str = "telegram", **fields: Any) -> Contact:

@@ -13,7 +13,7 @@ import logging
 import math
 import statistics
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select, update
@@ -356,5 +356,3 @@ async def tell_rasa_resumed(services: Services, contact_key: str) -> None:
         log.warning("could not tell Rasa that a hand-off ended", exc_info=True)
 
 
-def waited_s(handoff: Handoff, now: datetime | None = None) -> float:
-    return ((now or utcnow()) - as_utc(handoff.created_at)).total_seconds()

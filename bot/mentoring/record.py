@@ -38,11 +38,6 @@ def _plain(item: Any) -> dict[str, Any]:
     return dict(item) if isinstance(item, dict) else {}
 
 
-def platform_client(services: Services) -> Any:
-    """The process's platform client (see `Services.platform`)."""
-    return services.platform()
-
-
 async def load_record(services: Services, learner_id: str | None) -> LearnerRecord:
     """Enrolments, the next deadlines and credits; a platform outage gives a record with `error` set."""
     record = LearnerRecord(learner_id=learner_id)
@@ -50,7 +45,7 @@ async def load_record(services: Services, learner_id: str | None) -> LearnerReco
         record.error = "This chat is not linked to a learner account."
         return record
     try:
-        client = platform_client(services)
+        client = services.platform()
         now = utcnow()
         record.learner = _plain(await client.learner(learner_id))
         record.enrolments = [_plain(e) for e in await client.enrolments(learner_id)]

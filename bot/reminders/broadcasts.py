@@ -139,11 +139,6 @@ def parse_time(value: Any) -> datetime | None:
 
 # --- recipients -----------------------------------------------------------------------
 
-def platform_client(services: Services) -> Any:
-    """The process's platform client (see `Services.platform`)."""
-    return services.platform()
-
-
 async def recipients(services: Services, segment: dict[str, list[str]]) -> list[Recipient]:
     """Every contact in the segment that may receive a broadcast."""
     query = select(Contact.id, Contact.channel, Contact.language, Contact.learner_id).where(
@@ -178,7 +173,7 @@ async def _learners_matching(services: Services, learners: list[str], segment: d
     """Learners with an enrolment in one of the courses (and/or with one of the statuses)."""
     from integrations.platform import LearnerNotFound, PlatformError
 
-    client = platform_client(services)
+    client = services.platform()
     courses = set(segment.get("course", []))
     statuses = set(segment.get("enrolment_status", []))
     gate = asyncio.Semaphore(PLATFORM_CONCURRENCY)

@@ -8,7 +8,7 @@ from datetime import datetime
 
 from bot.coordination import LockTimeout
 from bot.db import utcnow
-from bot.reminders.broadcasts import expand_due_broadcasts, finish_broadcasts, platform_client
+from bot.reminders.broadcasts import expand_due_broadcasts, finish_broadcasts
 from bot.reminders.dispatch import dispatch_due_reminders
 from bot.reminders.planner import PLAN_LOCK, PlanStats, plan_reminders
 from bot.services import Services
@@ -41,7 +41,7 @@ async def plan_if_due(services: Services, now: datetime | None = None, force: bo
             from integrations.platform import PlatformError
 
             try:
-                stats = await plan_reminders(services, platform_client(services), now)
+                stats = await plan_reminders(services, services.platform(), now)
             except PlatformError as exc:
                 # keep what is planned; try again in a minute rather than on every tick
                 log.warning("reminder planning skipped: platform unavailable (%s)", type(exc).__name__)

@@ -29,7 +29,7 @@ from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any, Protocol
 
-from sqlalchemy import func, select, text, update
+from sqlalchemy import select, text, update
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -45,10 +45,6 @@ UPSERT_CONCURRENCY = 2
 # a deadline enters the window this long before its earliest reminder is due
 LOOKAHEAD_MARGIN = timedelta(hours=24)
 PLAN_LOCK = "reminders:plan"
-
-
-class DeadlineItem(Protocol):
-    """One item of `GET /v1/deadlines` (attributes or dict keys)."""
 
 
 class DeadlineSource(Protocol):
@@ -246,7 +242,7 @@ def planning_window(now: datetime, offsets_h: Iterable[int]) -> tuple[datetime, 
     return now, now + timedelta(hours=max(offsets_h, default=24)) + LOOKAHEAD_MARGIN
 
 
-async def plan_reminders(services: Services, source: Any, now: datetime | None = None) -> PlanStats:
+async def plan_reminders(services: Services, source: DeadlineSource, now: datetime | None = None) -> PlanStats:
     """One planning pass over the platform's deadlines feed (see the module docstring).
 
     Reading the feed and preparing rows overlaps with the database work: each chunk is upserted
@@ -394,8 +390,3 @@ async def cancel_contact_reminders(session: AsyncSession, contact_id: int, reaso
     return int(getattr(result, "rowcount", 0) or 0)
 
 
-async def count_by_status(services: Services) -> dict[str, int]:
-    """Reminders per status (CLI, metrics and tests)."""
-    async with services.db.session() as session:
-        rows = (await session.execute(select(Reminder.status, func.count()).group_by(Reminder.status))).all()
-    return {str(status): int(n) for status, n in rows}
