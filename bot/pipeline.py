@@ -246,7 +246,7 @@ async def accept(services: Services, events: list[InboundEvent]) -> list[str]:
         return keys
     pg = _pg(services)
     if pg is not None:
-        pool = await services.db.raw_pool()
+        pool = services.db.raw_pool()
         for event in messages:
             text, payload = _message_body(event)
             inserted = await pool.fetchval(
@@ -395,7 +395,7 @@ async def _take_next(services: Services, key: str) -> tuple[Contact, InboundMess
     """Load the contact and its oldest received message, counting the attempt."""
     pg = _pg(services)
     if pg is not None:
-        row = await (await services.db.raw_pool()).fetchrow(pg.take, key)
+        row = await services.db.raw_pool().fetchrow(pg.take, key)
         if row is None or row["m__id"] is None:
             return None
         return Contact(**_row_part(row, "c", CONTACTS)), InboundMessage(**_row_part(row, "m", MESSAGES))
@@ -753,7 +753,7 @@ async def _finish_pg(services: Services, pg: _PgSql, turn: Turn, status: str, re
     now = utcnow()
     claim = services.extras.get("sender") is not None
     payloads = [rendered_payload(r) for r in replies]
-    rows = await (await services.db.raw_pool()).fetch(
+    rows = await services.db.raw_pool().fetch(
         pg.finish(changed), message.id, status, turn.routed_to, now, message.language,
         contact.id, contact.channel, "reply", "sending" if claim else "queued", now if claim else None,
         [r.text for r in replies], [None if p is None else json.dumps(p) for p in payloads],

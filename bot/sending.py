@@ -412,7 +412,7 @@ class OutboxSender:
             args = [row.id, values["sent_at"], values["attempts"], values["provider_id"]]
             if "payload" in values:
                 args.append(json.dumps(values["payload"]))
-            await (await self.services.db.raw_pool()).execute(sql, *args)
+            await self.services.db.raw_pool().execute(sql, *args)
             return
         async with self._outcome_session() as session:
             await session.execute(
