@@ -60,6 +60,11 @@ class Contact(Base):
     pin_failures: Mapped[int] = mapped_column(Integer, default=0)
     pin_locked_until: Mapped[datetime | None] = mapped_column(TS)
     pin_verified_at: Mapped[datetime | None] = mapped_column(TS)
+    # a /pin conversation under way: {"step", "first" (peppered), "until" (ISO time)}
+    pin_flow: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # who works on this conversation now (bot/contact_lease.py): a random token and until when
+    lease_token: Mapped[str | None] = mapped_column(String(32))
+    lease_until: Mapped[datetime | None] = mapped_column(TS)
     created_at: Mapped[datetime] = mapped_column(TS, default=utcnow)
 
 

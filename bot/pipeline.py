@@ -3,8 +3,9 @@
 Order and safety:
 - `accept` persists every inbound message (unique on its provider id) before the
   webhook answers, so a redelivery is answered 200 and never handled twice.
-- `process_contact` runs under the contact's lock (Redis across gateways) and takes
-  the contact's received messages oldest first, so one conversation is handled in order.
+- `process_contact` holds the contact's lease (bot/contact_lease.py, shared by every gateway
+  through the database) and takes the contact's received messages oldest first, so one
+  conversation is handled in order.
 - When Rasa is down the message stays `received`; the learner is told once, and
   `redeliver_pending` picks it up again when Rasa is back.
 
@@ -28,11 +29,11 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from bot import metrics
+from bot import contact_lease, metrics
 from bot.catalogue import Button, Rendered
 from bot.channels.base import InboundEvent
 from bot.commands import CommandResult, handler_for
-from bot.coordination import LockTimeout
+from bot.contact_lease import PIPELINE_TOKEN, PIPELINE_TTL_S, PIPELINE_WAIT_S, Backoff, LeaseState
 from bot.db import utcnow
 from bot.interceptors import interceptors
 from bot.log_privacy import contact_ref
@@ -158,14 +159,17 @@ class _PgSql:
             f"SELECT {', '.join(message_cols.values())} FROM c "
             "ON CONFLICT (dedup_key) DO NOTHING RETURNING id"
         )
-        # the contact and its oldest received message, counting the attempt
+        # take the contact's lease ($2 token, $3 until) unless another holds it (free, expired or ours
+        # at $4), and load the contact and its oldest received message, counting the attempt
         self.take = (
-            "WITH c AS (SELECT * FROM contacts WHERE key = $1), "  # noqa: S608  (our own metadata)
+            "WITH c AS (UPDATE contacts SET lease_token = $2, lease_until = $3 WHERE key = $1 "  # noqa: S608
+            f"AND (lease_token IS NULL OR lease_token = $2 OR lease_until < $4) AND {_ASYNC_COMMIT} RETURNING *), "
             "m AS (UPDATE inbound_messages SET attempts = attempts + 1 WHERE id = ("
             "SELECT id FROM inbound_messages WHERE contact_id = (SELECT id FROM c) AND status = 'received' "
-            f"ORDER BY id LIMIT 1) AND {_ASYNC_COMMIT} RETURNING *) "
+            "ORDER BY id LIMIT 1) RETURNING *) "
             f"SELECT {_select_list('c', CONTACTS)}, {_select_list('m', MESSAGES)} FROM c LEFT JOIN m ON true"
         )
+        self.contact_exists = "SELECT true FROM contacts WHERE key = $1"
         outbox_cols = {"contact_id": "$6", "channel": "$7", "origin": "$8", "text": "r.text",
                        "payload": "r.payload::json", "in_reply_to": "$1", "next_attempt_at": "$4",
                        "created_at": "$4", "status": "$9", "claimed_at": "$10", "attempts": "0"}
@@ -337,19 +341,11 @@ async def _run_contact(services: Services, key: str) -> None:
     try:
         async with _slots(services):
             while _pending.get(key, 0) > 0:
-                await process_contact(services, key, scheduled=True)
+                await process_contact(services, key)
             # no await between this check and the exit: a message scheduled meanwhile is seen above
     finally:
         _active.pop(key, None)
         _pending.pop(key, None)
-
-
-def _take_scheduled(key: str) -> bool:
-    left = _pending.get(key, 0)
-    if left <= 0:
-        return False
-    _pending[key] = left - 1
-    return True
 
 
 async def drain() -> None:
@@ -371,42 +367,71 @@ class Turn:
     contact_changes: dict[str, Any] = field(default_factory=dict)
 
 
-async def process_contact(services: Services, key: str, scheduled: bool = False) -> None:
-    """Handle the received messages of one contact, in order: every one, or with `scheduled` as many
-    as `schedule` counted for it."""
+async def process_contact(services: Services, key: str) -> None:
+    """Handle as many of the contact's received messages, oldest first, as `schedule` counted for it,
+    holding the contact's lease (bot/contact_lease.py) meanwhile."""
+    holding = False
+    backoff: Backoff | None = None
     try:
-        # another gateway may hold it; if it stays busy, redelivery comes back to this contact
-        async with services.coord.lock(f"contact:{key}", ttl_s=120.0, wait_s=10.0):
-            while not scheduled or _take_scheduled(key):
-                if not await _process_next(services, key):
-                    break  # none left (or Rasa is down): redelivery takes over from here
-            else:
-                return
-    except LockTimeout:
-        log.info("contact busy, left for redelivery contact=%s", contact_ref(key))
+        while _pending.get(key, 0) > 0:
+            started = time.perf_counter()
+            taken = await _take_next(services, key)
+            if taken == "busy":
+                # another gateway works on this contact; if it stays busy, redelivery comes back to it
+                backoff = backoff or Backoff(PIPELINE_WAIT_S)
+                if await backoff.wait():
+                    continue
+                log.info("contact busy, left for redelivery contact=%s", contact_ref(key))
+                _pending.pop(key, None)
+                break
+            backoff = None
+            holding = holding or taken != "missing"
+            if isinstance(taken, str):
+                _pending.pop(key, None)  # none left (or the contact is gone): nothing more to do
+                break
+            _pending[key] -= 1
+            if not await _process_taken(services, *taken, started=started):
+                _pending.pop(key, None)  # Rasa is down: redelivery takes over from here
+                break
     except Exception:
         # never let a background task die silently; the message stays received and is retried
         log.exception("processing failed contact=%s", contact_ref(key))
-    if scheduled:
         _pending.pop(key, None)
+    finally:
+        if holding:
+            try:
+                await contact_lease.release(services, key, PIPELINE_TOKEN)
+            except Exception:
+                log.exception("lease not released (it expires) contact=%s", contact_ref(key))
 
 
-async def _take_next(services: Services, key: str) -> tuple[Contact, InboundMessage] | None:
-    """Load the contact and its oldest received message, counting the attempt."""
+Taken = tuple[Contact, InboundMessage]
+
+
+async def _take_next(services: Services, key: str) -> Taken | LeaseState:
+    """Take the contact's lease and load the contact and its oldest received message, counting the
+    attempt; "held" when the lease is ours but no message waits, else "busy" or "missing"."""
+    now = utcnow()
     pg = _pg(services)
     if pg is not None:
-        row = await services.db.raw_pool().fetchrow(pg.take, key)
-        if row is None or row["m__id"] is None:
-            return None
+        pool = services.db.raw_pool()
+        row = await pool.fetchrow(pg.take, key, PIPELINE_TOKEN, now + timedelta(seconds=PIPELINE_TTL_S), now)
+        if row is None:
+            return "busy" if await pool.fetchval(pg.contact_exists, key) else "missing"
+        if row["m__id"] is None:
+            return "held"
         return Contact(**_row_part(row, "c", CONTACTS)), InboundMessage(**_row_part(row, "m", MESSAGES))
     sql = _sql(services)
     async with services.db.engine.begin() as conn:
+        state = await contact_lease.try_acquire(conn, key, PIPELINE_TOKEN, PIPELINE_TTL_S)
+        if state != "held":
+            return state
         crow = (await conn.execute(sql.contact_by_key, {"key": key})).mappings().first()
         if crow is None:
-            return None
+            return "missing"
         mrow = (await conn.execute(sql.next_message, {"contact_id": crow["id"]})).mappings().first()
         if mrow is None:
-            return None
+            return "held"
         attempts = int(mrow["attempts"]) + 1
         await conn.execute(sql.set_attempts, {"message_id": mrow["id"], "attempts": attempts})
     # detached snapshots: areas read them, and write through their own sessions
@@ -415,13 +440,8 @@ async def _take_next(services: Services, key: str) -> tuple[Contact, InboundMess
     return contact, message
 
 
-async def _process_next(services: Services, key: str) -> bool:
-    """Handle the oldest received message; False when there is none (or Rasa is down)."""
-    started = time.perf_counter()
-    taken = await _take_next(services, key)
-    if taken is None:
-        return False
-    contact, message = taken
+async def _process_taken(services: Services, contact: Contact, message: InboundMessage, started: float) -> bool:
+    """Handle a taken message; False when Rasa is down (stop for now)."""
     turn = Turn(contact, message)
     if message.attempts > MAX_PROCESS_ATTEMPTS:
         # a message that keeps failing must not block the conversation forever

@@ -49,11 +49,6 @@ class HandoffError(Exception):
     """A transition that is not allowed from the current state (shown to the mentor, never to a learner)."""
 
 
-def contact_lock_name(contact_key: str) -> str:
-    """The per-contact lock the pipeline holds while it processes a contact's messages."""
-    return f"contact:{contact_key}"
-
-
 def mentor_languages(mentor: Mentor) -> set[str]:
     return {part.strip().lower() for part in (mentor.languages or "").split(",") if part.strip()}
 

@@ -1,6 +1,6 @@
 """Messages while a mentor has the conversation: learner -> console, mentor -> learner.
 
-`route_to_mentor` is called by the pipeline, inside the contact's lock and its open
+`route_to_mentor` is called by the pipeline, holding the contact's lease, in its open
 transaction, for every inbound message of a contact not in bot mode. The message
 itself stays in `inbound_messages` (the transcript reads it from there), so a state
 change never loses or repeats it.
@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from bot import contact_lease
 from bot.catalogue import Rendered, normalise_language
 from bot.db import as_utc, utcnow
 from bot.mentoring.audit import audit, mentor_actor
@@ -25,7 +26,6 @@ from bot.mentoring.handoff import (
     HandoffError,
     close,
     console_event,
-    contact_lock_name,
     lock_contact,
     open_handoff,
     tell_rasa_resumed,
@@ -155,7 +155,7 @@ async def deliver(services: Services, outbox_ids: list[int]) -> None:
 async def end_handoff(
     services: Services, handoff_id: int, outcome: str, *, actor: str, expect_open: bool = True
 ) -> bool:
-    """Resolve / hand back / time out a hand-off in its own transaction, under the contact's lock
+    """Resolve / hand back / time out a hand-off in its own transaction, holding the contact's lease
     (so no learner message is mid-way between mentor and bot), tell the learner and Rasa.
     Returns False when it was already closed (and `expect_open` is False)."""
     async with services.db.session() as session:
@@ -166,7 +166,7 @@ async def end_handoff(
                 raise HandoffError("unknown conversation")
             return False
         contact_key = contact.key
-    async with services.coord.lock(contact_lock_name(contact_key), ttl_s=30.0, wait_s=30.0):
+    async with contact_lease.hold(services, contact_key, ttl_s=30.0, wait_s=30.0):
         try:
             async with services.db.session() as session:
                 handoff = await session.get(Handoff, handoff_id, populate_existing=True)

@@ -21,6 +21,7 @@ from sqlalchemy import Text, cast, func, or_, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
+from bot import contact_lease
 from bot.channels.base import OutboundMessage, SendError
 from bot.commands import CommandResult, command
 from bot.coordination import LocalCoordinator
@@ -313,9 +314,9 @@ async def erase_contact(
 ) -> ErasureReport:
     """Erase a contact (by key, `#id` or address) or every contact of a learner id; see the module doc.
 
-    With `hold_locks` the contacts' conversation locks (`contact:{key}`, the pipeline's) are
-    held so no message of theirs is being processed meanwhile; the `erase` command runs
-    inside that lock already and passes False.
+    With `hold_locks` the contacts' conversation leases (bot/contact_lease.py, the pipeline's)
+    are held so no message of theirs is being processed meanwhile; the `erase` command runs
+    while the pipeline holds the lease already and passes False.
     """
     report = ErasureReport()
     async with services.db.session() as session:
@@ -323,7 +324,7 @@ async def erase_contact(
     async with AsyncExitStack() as stack:
         if hold_locks:
             for key in sorted(keys):
-                await stack.enter_async_context(services.coord.lock(f"contact:{key}", ttl_s=120.0, wait_s=60.0))
+                await stack.enter_async_context(contact_lease.hold(services, key, ttl_s=120.0, wait_s=60.0))
         async with services.db.session() as session:
             subject = await resolve_subject(session, contact_key_or_learner_id)
             if not subject.found:

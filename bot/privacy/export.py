@@ -24,7 +24,9 @@ if TYPE_CHECKING:
 
 EXPORT_FORMAT = "sanad-export/1"
 # secrets and internal bookkeeping that say nothing about the learner
-_SKIP_COLUMNS = {"pin_hash", "token_hash", "idempotency_key", "claimed_at", "dedup_key"}
+_SKIP_COLUMNS = {
+    "pin_hash", "pin_flow", "token_hash", "idempotency_key", "claimed_at", "dedup_key", "lease_token", "lease_until",
+}
 
 
 class SubjectNotFound(LookupError):

@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
-import json
 import logging
 import math
 import unicodedata
@@ -118,28 +117,25 @@ async def check_pin(settings: Settings, stored_hash: str, pin: str) -> bool:
     return await asyncio.to_thread(verify)
 
 
-def _flow_key(contact: Contact) -> str:
-    return f"pin:{contact.key}"
-
-
-async def _get_flow(services: Services, contact: Contact) -> dict[str, Any] | None:
-    raw = await services.coord.cache_get(_flow_key(contact))
-    if not raw:
+def _get_flow(contact: Contact) -> dict[str, Any] | None:
+    """The /pin conversation under way on this contact, unless it expired."""
+    flow = contact.pin_flow
+    if not isinstance(flow, dict):
         return None
     try:
-        data = json.loads(raw)
+        until = datetime.fromisoformat(str(flow.get("until")))
     except ValueError:
         return None
-    return data if isinstance(data, dict) else None
+    return flow if as_utc(until) > utcnow() else None
 
 
-async def _set_flow(services: Services, contact: Contact, step: str, first: str | None = None) -> None:
-    data = {"step": step, "first": first}
-    await services.coord.cache_set(_flow_key(contact), json.dumps(data), FLOW_TTL_S)
+def _set_flow(contact: Contact, step: str, first: str | None = None) -> None:
+    until = utcnow() + timedelta(seconds=FLOW_TTL_S)
+    contact.pin_flow = {"step": step, "first": first, "until": until.isoformat()}
 
 
-async def _end_flow(services: Services, contact: Contact) -> None:
-    await services.coord.cache_delete(_flow_key(contact))
+def _end_flow(contact: Contact) -> None:
+    contact.pin_flow = None
 
 
 def _say(services: Services, contact: Contact, key: str, **params: Any) -> Intercepted:
@@ -183,30 +179,30 @@ async def _start(services: Services, contact: Contact, rest: str, now: datetime)
     if rest in ("off", "remove", "delete"):
         if not contact.pin_hash:
             return _say(services, contact, "pin_not_set")
-        await _set_flow(services, contact, "off")
+        _set_flow(contact, "off")
         return _say(services, contact, "pin_enter_current")
     if rest.startswith("off "):
         if not contact.pin_hash:
             return _say(services, contact, "pin_not_set")
         pin = parse_pin(rest[4:])
         if pin is None:
-            await _set_flow(services, contact, "off")
+            _set_flow(contact, "off")
             return _say(services, contact, "pin_format")
         return await _remove(services, contact, pin, now)
     if rest in ("cancel",):
-        await _end_flow(services, contact)
+        _end_flow(contact)
         return _say(services, contact, "pin_cancelled")
     if contact.pin_hash and rest and parse_pin(rest) is not None and pin_required(contact, now, services.settings):
         refused = await verify_attempt(services, contact, parse_pin(rest) or "", now)
         return refused if refused is not None else _say(services, contact, "pin_ok")
     if contact.pin_hash:
-        await _set_flow(services, contact, "change")
+        _set_flow(contact, "change")
         return _say(services, contact, "pin_enter_current")
     first = parse_pin(rest) if rest else None
     if first is not None:
-        await _set_flow(services, contact, "confirm", _peppered(services.settings, first))
+        _set_flow(contact, "confirm", _peppered(services.settings, first))
         return _say(services, contact, "pin_confirm")
-    await _set_flow(services, contact, "new")
+    _set_flow(contact, "new")
     return _say(services, contact, "pin_enter_new")
 
 
@@ -214,7 +210,7 @@ async def _remove(services: Services, contact: Contact, pin: str, now: datetime)
     refused = await verify_attempt(services, contact, pin, now)
     if refused is not None:
         return refused
-    await _end_flow(services, contact)
+    _end_flow(contact)
     contact.pin_hash = None
     contact.pin_verified_at = None
     return _say(services, contact, "pin_removed")
@@ -225,27 +221,27 @@ async def _continue(
 ) -> Intercepted:
     step = flow.get("step")
     if step == "new":
-        await _set_flow(services, contact, "confirm", _peppered(services.settings, pin))
+        _set_flow(contact, "confirm", _peppered(services.settings, pin))
         return _say(services, contact, "pin_confirm")
     if step == "confirm":
         if not hmac.compare_digest(str(flow.get("first") or ""), _peppered(services.settings, pin)):
-            await _set_flow(services, contact, "new")
+            _set_flow(contact, "new")
             return _say(services, contact, "pin_mismatch")
         contact.pin_hash = await hash_pin(services.settings, pin)
         contact.pin_failures = 0
         contact.pin_locked_until = None
         contact.pin_verified_at = now
-        await _end_flow(services, contact)
+        _end_flow(contact)
         return _say(services, contact, "pin_set_done")
     if step == "change":
         refused = await verify_attempt(services, contact, pin, now)
         if refused is not None:
             return refused
-        await _set_flow(services, contact, "new")
+        _set_flow(contact, "new")
         return _say(services, contact, "pin_enter_new")
     if step == "off":
         return await _remove(services, contact, pin, now)
-    await _end_flow(services, contact)
+    _end_flow(contact)
     return _say(services, contact, "pin_cancelled")
 
 
@@ -258,7 +254,7 @@ async def pin_interceptor(services: Services, contact: Contact, message: Inbound
     """
     text = (message.text or "").strip()
     command = _command(text) if text else None
-    if command is None and not contact.pin_hash and await _get_flow(services, contact) is None:
+    if command is None and not contact.pin_hash and _get_flow(contact) is None:
         return None  # the common case: no PIN, nothing to write
     async with services.db.session() as session:
         fresh = await session.get(Contact, contact.id)
@@ -272,17 +268,17 @@ async def _handle(
 ) -> Intercepted | None:
     if command is not None:
         return await _start(services, contact, command[1], now)
-    flow = await _get_flow(services, contact)
+    flow = _get_flow(contact)
     if flow is not None:
         if text.lower() in _CANCEL_WORDS:
-            await _end_flow(services, contact)
+            _end_flow(contact)
             return _say(services, contact, "pin_cancelled")
         pin = parse_pin(text)
         if pin is not None:
             return await _continue(services, contact, flow, pin, now)
         if text and _has_digit(text):
             return _say(services, contact, "pin_format")
-        await _end_flow(services, contact)  # the learner moved on: let the message through
+        _end_flow(contact)  # the learner moved on: let the message through
     if not contact.pin_hash:
         return None
     if not pin_required(contact, now, services.settings):
@@ -313,5 +309,4 @@ async def reset_pin(services: Services, contact_id: int, actor: str) -> None:
         if had_pin and not contact.stopped:
             rendered: Rendered = services.catalogue.render("pin_reset_by_mentor", contact.language or "en")
             await enqueue(session, contact, rendered, origin="system")
-        key = contact.key
-    await services.coord.cache_delete(f"pin:{key}")
+        contact.pin_flow = None
