@@ -164,3 +164,19 @@ async def test_leaving_the_flow_lets_the_message_through(sqlite_services: Servic
     assert (await fresh(sqlite_services, c.id)).pin_hash is None
     await say(sqlite_services, c.id, "/pin")
     assert await say(sqlite_services, c.id, "cancel") == sqlite_services.catalogue.text("pin_cancelled", "en")
+
+
+async def test_an_unfinished_pin_conversation_expires(services: Services) -> None:
+    c = await _contact(services)
+    cat = services.catalogue
+    assert await say(services, c.id, "/pin") == cat.text("pin_enter_new", "en", minutes=30)
+    flow = (await fresh(services, c.id)).pin_flow
+    assert flow is not None and flow["step"] == "new"
+    # the learner walks away; long after, four digits are just a message again
+    stale = dict(flow, until=(utcnow() - timedelta(seconds=1)).isoformat())
+    async with services.db.session() as s:
+        row = await s.get(Contact, c.id)
+        assert row is not None
+        row.pin_flow = stale
+    assert await say(services, c.id, "4821") is None
+    assert (await fresh(services, c.id)).pin_hash is None
