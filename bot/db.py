@@ -5,17 +5,18 @@ from __future__ import annotations
 import asyncio
 import json
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
-from sqlalchemy.orm import DeclarativeBase
+from sqlalchemy.orm import DeclarativeBase, configure_mappers
+from sqlalchemy.orm.instrumentation import manager_of_class
 
 # connections of the raw pool per process (the SQLAlchemy pool is separate)
 RAW_POOL_SIZE = 12
@@ -25,9 +26,26 @@ class Base(DeclarativeBase):
     """Declarative base of every Sanad table."""
 
 
+_Row = TypeVar("_Row", bound=Base)
+
+
 def utcnow() -> datetime:
     """Timezone-aware now; every stored time is UTC."""
     return datetime.now(UTC)
+
+
+def snapshot(cls: type[_Row], values: Mapping[str, Any]) -> _Row:
+    """A detached object of a mapped class holding a row's column values as loaded.
+
+    The mapped constructor fires an attribute event per column (~15 µs for a contact); this
+    fills the instance dict the way SQLAlchemy's own loader does, so reading is the same and a
+    later assignment is tracked as a change from these values."""
+    manager = manager_of_class(cls)
+    if not manager.mapper.configured:
+        configure_mappers()  # attribute access needs the mappers set up, which a constructor would do
+    obj: _Row = manager.new_instance()
+    obj.__dict__.update(values)
+    return obj
 
 
 def as_utc(value: datetime) -> datetime:

@@ -34,7 +34,7 @@ from bot.catalogue import Button, Rendered
 from bot.channels.base import InboundEvent
 from bot.commands import CommandResult, handler_for
 from bot.contact_lease import PIPELINE_TOKEN, PIPELINE_TTL_S, PIPELINE_WAIT_S, Backoff, LeaseState
-from bot.db import utcnow
+from bot.db import snapshot, utcnow
 from bot.interceptors import interceptors
 from bot.log_privacy import contact_ref
 from bot.models import Contact, InboundMessage, Outbox
@@ -170,6 +170,9 @@ class _PgSql:
             f"SELECT {_select_list('c', CONTACTS)}, {_select_list('m', MESSAGES)} FROM c LEFT JOIN m ON true"
         )
         self.contact_exists = "SELECT true FROM contacts WHERE key = $1"
+        # the take's columns in select-list order: the contact's, then the message's
+        self.contact_names = [c.name for c in CONTACTS.columns]
+        self.message_names = [c.name for c in MESSAGES.columns]
         outbox_cols = {"contact_id": "$6", "channel": "$7", "origin": "$8", "text": "r.text",
                        "payload": "r.payload::json", "in_reply_to": "$1", "next_attempt_at": "$4",
                        "created_at": "$4", "status": "$9", "claimed_at": "$10", "attempts": "0"}
@@ -216,10 +219,6 @@ def _pg(services: Services) -> _PgSql | None:
     if _PG is None:
         _PG = _PgSql()
     return _PG
-
-
-def _row_part(row: Any, alias: str, table: Any) -> dict[str, Any]:
-    return {c.name: row[f"{alias}__{c.name}"] for c in table.columns}
 
 
 def _sql(services: Services) -> _Statements:
@@ -418,9 +417,13 @@ async def _take_next(services: Services, key: str) -> Taken | LeaseState:
         row = await pool.fetchrow(pg.take, key, PIPELINE_TOKEN, now + timedelta(seconds=PIPELINE_TTL_S), now)
         if row is None:
             return "busy" if await pool.fetchval(pg.contact_exists, key) else "missing"
-        if row["m__id"] is None:
+        values = tuple(row)
+        split = len(pg.contact_names)
+        contact_values = dict(zip(pg.contact_names, values[:split], strict=True))
+        message_values = dict(zip(pg.message_names, values[split:], strict=True))
+        if message_values["id"] is None:
             return "held"
-        return Contact(**_row_part(row, "c", CONTACTS)), InboundMessage(**_row_part(row, "m", MESSAGES))
+        return snapshot(Contact, contact_values), snapshot(InboundMessage, message_values)
     sql = _sql(services)
     async with services.db.engine.begin() as conn:
         state = await contact_lease.try_acquire(conn, key, PIPELINE_TOKEN, PIPELINE_TTL_S)
@@ -435,9 +438,7 @@ async def _take_next(services: Services, key: str) -> Taken | LeaseState:
         attempts = int(mrow["attempts"]) + 1
         await conn.execute(sql.set_attempts, {"message_id": mrow["id"], "attempts": attempts})
     # detached snapshots: areas read them, and write through their own sessions
-    contact = Contact(**dict(crow))
-    message = InboundMessage(**{**dict(mrow), "attempts": attempts})
-    return contact, message
+    return snapshot(Contact, dict(crow)), snapshot(InboundMessage, {**mrow, "attempts": attempts})
 
 
 async def _process_taken(services: Services, contact: Contact, message: InboundMessage, started: float) -> bool:
