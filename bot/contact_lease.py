@@ -25,6 +25,7 @@ from typing import Literal, cast
 from sqlalchemy import Table, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from bot.batching import Batcher
 from bot.db import utcnow
 from bot.models import Contact
 from bot.services import Services
@@ -35,7 +36,11 @@ CONTACTS = cast(Table, Contact.__table__)
 PIPELINE_TOKEN = uuid.uuid4().hex
 PIPELINE_TTL_S = 120.0
 PIPELINE_WAIT_S = 10.0
-RELEASE_SQL = "UPDATE contacts SET lease_token = NULL, lease_until = NULL WHERE key = $1 AND lease_token = $2"
+# every lease given back at once by the conversations that finish together (bot/batching.py)
+RELEASE_SQL = (
+    "UPDATE contacts AS c SET lease_token = NULL, lease_until = NULL "
+    "FROM unnest($1::text[], $2::text[]) AS v(key, token) WHERE c.key = v.key AND c.lease_token = v.token"
+)
 
 LeaseState = Literal["held", "busy", "missing"]
 
@@ -100,7 +105,7 @@ async def acquire(services: Services, key: str, token: str, ttl_s: float, wait_s
 async def release(services: Services, key: str, token: str) -> None:
     """Give the lease back (a no-op when it expired and someone else took it)."""
     if not services.db.is_sqlite:
-        await services.db.raw_pool().execute(RELEASE_SQL, key, token)
+        await _releaser(services)((key, token))
         return
     async with services.db.engine.begin() as conn:
         await conn.execute(
@@ -108,6 +113,19 @@ async def release(services: Services, key: str, token: str) -> None:
             .where(CONTACTS.c.key == key, CONTACTS.c.lease_token == token)
             .values(lease_token=None, lease_until=None)
         )
+
+
+def _releaser(services: Services) -> Batcher[tuple[str, str], None]:
+    batcher = services.extras.get("lease_releaser")
+    if not isinstance(batcher, Batcher):
+        pool = services.db.raw_pool()
+
+        async def run(items: list[tuple[str, str]]) -> list[None]:
+            await pool.execute(RELEASE_SQL, [key for key, _ in items], [token for _, token in items])
+            return [None] * len(items)
+
+        batcher = services.extras["lease_releaser"] = Batcher(run)
+    return batcher
 
 
 @asynccontextmanager

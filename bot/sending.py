@@ -38,6 +38,7 @@ from sqlalchemy import select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot import metrics
+from bot.batching import Batcher
 from bot.catalogue import Button, normalise_language
 from bot.channels.base import OutboundMessage, SendError, SendErrorKind, SendResult, Template
 from bot.config import Settings
@@ -86,25 +87,22 @@ class Deferred(Exception):
         self.wait_s = wait_s
 
 
-# --- the outcome of a successful send on PostgreSQL -----------------------------------
+# --- the outcome of successful sends on PostgreSQL -----------------------------------
 
-def _sent_sql(with_payload: bool, reminder: bool) -> str:
-    payload = ", payload = $5::json" if with_payload else ""
-    # set_config(…, true) = SET LOCAL for the statement's own transaction, in the same round trip
-    sql = (
-        "UPDATE outbox SET status = 'sent', sent_at = $2, attempts = $3, provider_id = $4, "  # noqa: S608  (constants)
-        f"delivery_status = 'sent', last_error = NULL{payload} WHERE id = $1 "
-        "AND (SELECT set_config('synchronous_commit', 'off', true)) IS NOT NULL"
-    )
-    if reminder:
-        sql = (
-            f"WITH o AS ({sql} RETURNING id) UPDATE reminders SET status = 'sent', updated_at = $2 "  # noqa: S608
-            "WHERE outbox_id IN (SELECT id FROM o)"
-        )
-    return sql
-
-
-_SENT_SQL = {(p, r): _sent_sql(p, r) for p in (False, True) for r in (False, True)}
+# the sends that finish together, recorded in one statement (bot/batching.py); set_config(…, true) is
+# SET LOCAL for the statement's own transaction: its commit does not wait for the disk
+_SENT_SQL = (
+    "WITH o AS (UPDATE outbox AS o SET status = 'sent', sent_at = v.sent_at, attempts = v.attempts, "
+    "provider_id = v.provider_id, delivery_status = 'sent', last_error = NULL, "
+    "payload = coalesce(v.payload::json, o.payload) "
+    "FROM unnest($1::bigint[], $2::timestamptz[], $3::int[], $4::text[], $5::text[], $6::bool[]) "
+    "AS v(id, sent_at, attempts, provider_id, payload, reminder) "
+    "WHERE o.id = v.id AND (SELECT set_config('synchronous_commit', 'off', true)) IS NOT NULL "
+    "RETURNING o.id, v.reminder, v.sent_at) "
+    "UPDATE reminders AS r SET status = 'sent', updated_at = o.sent_at FROM o WHERE o.reminder AND r.outbox_id = o.id"
+)
+# (outbox id, sent_at, attempts, provider id, payload as JSON or None, a reminder's send)
+SentRow = tuple[int, datetime, int, str | None, str | None, bool]
 
 
 # --- WhatsApp templates -------------------------------------------------------------
@@ -158,6 +156,7 @@ class OutboxSender:
             raise ValueError("SANAD_SEND_BATCH and SANAD_SEND_CONCURRENCY must be at least 1")
         self.max_attempts = services.settings.send_max_attempts or MAX_ATTEMPTS
         self._claim_lock = asyncio.Lock()
+        self._record_sent: Batcher[SentRow, None] = Batcher(self._record_sent_rows)
         self.stats: dict[str, int] = {"sent": 0, "failed": 0, "retried": 0, "deferred": 0, "throttled": 0}
 
     # -- public API --------------------------------------------------------------
@@ -356,6 +355,11 @@ class OutboxSender:
 
     # -- outcomes ----------------------------------------------------------------------
 
+    async def _record_sent_rows(self, rows: list[SentRow]) -> list[None]:
+        columns = list(zip(*rows, strict=True))
+        await self.services.db.raw_pool().execute(_SENT_SQL, *(list(c) for c in columns))
+        return [None] * len(rows)
+
     @asynccontextmanager
     async def _outcome_session(self) -> AsyncIterator[AsyncSession]:
         """A transaction recording a send's outcome. On PostgreSQL its commit does not wait for the
@@ -407,12 +411,12 @@ class OutboxSender:
         if len(result.provider_ids) > 1:
             values["payload"] = {**row.payload, "provider_ids": list(result.provider_ids)}
         if not self.services.db.is_sqlite:
-            # one statement in autocommit, its commit not waiting for the disk (see _outcome_session)
-            sql = _SENT_SQL[("payload" in values, row.origin == "reminder")]
-            args = [row.id, values["sent_at"], values["attempts"], values["provider_id"]]
-            if "payload" in values:
-                args.append(json.dumps(values["payload"]))
-            await self.services.db.raw_pool().execute(sql, *args)
+            # with the outcomes of the sends that finish at the same time, its commit not waiting for
+            # the disk (see _outcome_session); it is recorded before this send task takes another row
+            payload = json.dumps(values["payload"]) if "payload" in values else None
+            sent: SentRow = (row.id, values["sent_at"], values["attempts"], values["provider_id"], payload,
+                             row.origin == "reminder")
+            await self._record_sent(sent)
             return
         async with self._outcome_session() as session:
             await session.execute(

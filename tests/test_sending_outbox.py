@@ -250,3 +250,28 @@ async def test_failed_delivery_callbacks(tg: Services) -> None:
     await OutboxSender(tg).run_once(10)
     assert wa.sent[-1][0] == "+492" and wa.sent[-1][1].template is not None
     assert wa.sent[-1][1].template.sid == "HXbroadcasten"
+
+
+async def test_outcomes_of_sends_finishing_together_are_recorded_in_one_statement(
+    tg: Services, double: BotApiDouble
+) -> None:
+    contacts = [await add_contact(tg, str(3000 + i)) for i in range(12)]
+    ids = [await queue(tg, c, f"hi {i}", origin="reminder" if i % 3 == 0 else "reply") for i, c in enumerate(contacts)]
+    long_id = await queue(tg, contacts[1], "x. " * 2000)  # two Telegram messages: both ids are kept
+    now = utcnow()
+    async with tg.db.session() as session:
+        for i, row_id in enumerate(ids):
+            if i % 3 == 0:
+                session.add(Reminder(idempotency_key=f"reminder:l{i}:d:24", learner_id=f"l{i}",
+                                     contact_id=contacts[i].id, deadline_id="d", offset_h=24, due_at=now,
+                                     send_at=now, status="queued", outbox_id=row_id))
+    sender = OutboxSender(tg, concurrency=12)
+    assert await sender.run_once(100) == 13
+    assert sender._record_sent.calls == 13 and sender._record_sent.batches < 13
+    rows = await outbox_rows(tg)
+    assert all(rows[i].status == "sent" and rows[i].provider_id and rows[i].attempts == 1 for i in [*ids, long_id])
+    assert len(rows[long_id].payload["provider_ids"]) == 2
+    assert rows[ids[1]].payload is None  # nothing to add to a one-part reply
+    async with tg.db.session() as session:
+        reminders = (await session.execute(select(Reminder))).scalars().all()
+    assert len(reminders) == 4 and all(r.status == "sent" for r in reminders)
