@@ -20,7 +20,7 @@ import asyncio
 import json
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Any, cast
 
@@ -31,7 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bot import contact_lease, metrics
 from bot.catalogue import Button, Rendered
-from bot.channels.base import InboundEvent
+from bot.channels.base import InboundEvent, ParseError
 from bot.commands import CommandResult, handler_for
 from bot.contact_lease import PIPELINE_TOKEN, PIPELINE_TTL_S, PIPELINE_WAIT_S, Backoff, LeaseState
 from bot.db import snapshot, utcnow
@@ -40,7 +40,7 @@ from bot.log_privacy import contact_ref
 from bot.models import Contact, InboundMessage, Outbox
 from bot.outbox import enqueue, rendered_payload
 from bot.services import Services
-from bot.text import clean_text
+from bot.text import clean_text, storable, storable_tree
 from integrations.rasa import RasaUnavailable
 
 log = logging.getLogger(__name__)
@@ -244,7 +244,7 @@ async def accept(services: Services, events: list[InboundEvent]) -> list[str]:
     for event in events:
         if event.kind in ("blocked", "unblocked"):
             await _set_stopped(services, event)
-    messages = [e for e in events if e.kind not in ("blocked", "unblocked")]
+    messages = [_storable_event(e) for e in events if e.kind not in ("blocked", "unblocked")]
     if not messages:
         return keys
     pg = _pg(services)
@@ -254,8 +254,8 @@ async def accept(services: Services, events: list[InboundEvent]) -> list[str]:
             text, payload = _message_body(event)
             inserted = await pool.fetchval(
                 pg.accept, event.contact_key, event.channel, event.address, event.display_name, now,
-                event.dedup_key[:128], event.provider_id[:128], event.kind, text or None,
-                payload or None, event.media_ref, str(event.media_type)[:64] if event.media_type else None,
+                event.dedup_key, event.provider_id, event.kind, text or None,
+                payload or None, event.media_ref, event.media_type,
                 *_default_values(pg.contact_defaults), *_default_values(pg.message_defaults),
             )
             _count_inbound(event, inserted is not None, keys)
@@ -271,14 +271,35 @@ async def accept(services: Services, events: list[InboundEvent]) -> list[str]:
             text, payload = _message_body(event)
             inserted = (
                 await conn.execute(sql.insert_message, {
-                    "contact_id": contact_id, "channel": event.channel, "dedup_key": event.dedup_key[:128],
-                    "provider_id": event.provider_id[:128], "kind": event.kind, "text": text or None,
+                    "contact_id": contact_id, "channel": event.channel, "dedup_key": event.dedup_key,
+                    "provider_id": event.provider_id, "kind": event.kind, "text": text or None,
                     "payload": payload or None, "media_ref": event.media_ref,
-                    "media_type": str(event.media_type)[:64] if event.media_type else None, "created_at": now,
+                    "media_type": event.media_type, "created_at": now,
                 })
             ).scalar_one_or_none()
             _count_inbound(event, inserted is not None, keys)
     return keys
+
+
+MAX_ADDRESS_CHARS = 64  # contacts.address
+
+
+def _storable_event(event: InboundEvent) -> InboundEvent:
+    """The event with every string the database could refuse made storable: a payload that can
+    never be stored must get a 400, not a 5xx the provider retries forever."""
+    if len(event.address) > MAX_ADDRESS_CHARS or storable(event.address) != event.address:
+        raise ParseError("not a valid chat address")
+    return replace(
+        event,
+        dedup_key=storable(event.dedup_key)[:128],
+        provider_id=storable(event.provider_id)[:128],
+        display_name=storable(event.display_name)[:128] if event.display_name else None,
+        media_ref=storable(event.media_ref) if event.media_ref else None,
+        media_type=storable(str(event.media_type))[:64] if event.media_type else None,
+        language_hint=storable(event.language_hint)[:16] if event.language_hint else None,
+        payload=storable_tree(event.payload) if event.payload else None,
+        ack=storable_tree(event.ack) if event.ack else None,
+    )
 
 
 def _message_body(event: InboundEvent) -> tuple[str, dict[str, Any]]:
@@ -287,7 +308,7 @@ def _message_body(event: InboundEvent) -> tuple[str, dict[str, Any]]:
     if truncated:
         payload["truncated"] = True
     if event.language_hint:
-        payload["language_hint"] = event.language_hint[:16]
+        payload["language_hint"] = event.language_hint
     if event.ack:
         payload["ack"] = event.ack
     return text, payload

@@ -27,7 +27,7 @@ import asyncio
 import json
 import logging
 import random
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -260,25 +260,27 @@ class OutboxSender:
         groups: OrderedDict[int, list[Claimed]] = OrderedDict()
         for row in claimed:
             groups.setdefault(row.contact_id, []).append(row)
-        queue: asyncio.Queue[list[Claimed]] = asyncio.Queue()
-        for group in groups.values():
-            queue.put_nowait(group)
+        if len(groups) == 1:
+            # the gateway's replies to one message: no tasks to spread them over
+            await self._send_group(next(iter(groups.values())))
+            return
+        waiting = deque(groups.values())
 
         async def worker() -> None:
-            while True:
-                try:
-                    group = queue.get_nowait()
-                except asyncio.QueueEmpty:
-                    return
-                for index, row in enumerate(group):
-                    try:
-                        await self._deliver(row)
-                    except Deferred as exc:
-                        # keep the chat's order: everything after it waits as well
-                        await self._defer([r.id for r in group[index:]], exc.wait_s)
-                        break
+            while waiting:
+                await self._send_group(waiting.popleft())
 
         await asyncio.gather(*(worker() for _ in range(min(self.concurrency, len(groups)))))
+
+    async def _send_group(self, group: list[Claimed]) -> None:
+        """One contact's rows, in order."""
+        for index, row in enumerate(group):
+            try:
+                await self._deliver(row)
+            except Deferred as exc:
+                # keep the chat's order: everything after it waits as well
+                await self._defer([r.id for r in group[index:]], exc.wait_s)
+                return
 
     async def _deliver(self, row: Claimed) -> None:
         channel = self.services.channels.get(row.channel)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from typing import Any
 
 MAX_INBOUND_CHARS = 4096
 # C0/C1 controls except tab and newline; also zero-width and bidi overrides that can spoof the console
@@ -11,10 +12,34 @@ _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b\u202a-\u202e\u2066-\u
 _SENTENCE_END = re.compile(r"(?<=[.!?؟。])\s+")
 
 
+def storable(value: str) -> str:
+    """`value` as the database can store it: without NUL characters (PostgreSQL text refuses them)
+    and with lone surrogates, which have no UTF-8 form, replaced."""
+    if "\x00" in value:
+        value = value.replace("\x00", "")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        value = value.encode("utf-8", "replace").decode("utf-8")
+    return value
+
+
+def storable_tree(value: Any) -> Any:
+    """`storable` applied to every string (keys too) of a JSON-like value."""
+    if isinstance(value, str):
+        return storable(value)
+    if isinstance(value, dict):
+        return {storable(str(k)): storable_tree(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [storable_tree(v) for v in value]
+    return value
+
+
 def clean_text(text: str | None) -> tuple[str, bool]:
     """Strip control characters, normalise to NFC and cap the length; returns (text, truncated)."""
     if not text:
         return "", False
+    text = storable(text)
     cleaned = _CONTROL.sub("", unicodedata.normalize("NFC", text.replace("\r\n", "\n").replace("\r", "\n")))
     cleaned = cleaned.strip()
     if len(cleaned) > MAX_INBOUND_CHARS:

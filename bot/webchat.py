@@ -19,7 +19,7 @@ from bot.channels.web import CLIENT_ID
 from bot.config import LANGUAGES, RTL_LANGUAGES
 from bot.models import Contact, Outbox
 from bot.services import Services
-from bot.webhooks import handle_inbound
+from bot.webhooks import WebhookEndpoint
 
 PAGE = (Path(__file__).parent / "templates" / "webchat.html").read_text(encoding="utf-8")
 UI_KEYS = ("webchat_title", "webchat_intro", "webchat_placeholder", "webchat_send", "webchat_offline")
@@ -52,10 +52,6 @@ async def chat_page(request: Request) -> Response:
         .replace("{{strings_json}}", json.dumps(strings, ensure_ascii=False).replace("</", "<\\/"))
     )
     return HTMLResponse(body, headers={"Cache-Control": "no-store", "X-Frame-Options": "DENY"})
-
-
-async def post_message(request: Request) -> Response:
-    return await handle_inbound(request, "web", form=False)
 
 
 async def get_messages(request: Request) -> Response:
@@ -99,6 +95,6 @@ async def get_messages(request: Request) -> Response:
 def routes() -> list[BaseRoute]:
     return [
         Route("/chat", chat_page, methods=["GET"]),
-        Route("/chat/api/messages", post_message, methods=["POST"]),
+        Route("/chat/api/messages", WebhookEndpoint("web", form=False), methods=["POST"]),
         Route("/chat/api/messages", get_messages, methods=["GET"]),
     ]

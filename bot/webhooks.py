@@ -7,14 +7,16 @@ provider retries. A payload that can never succeed never gets a 5xx.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from typing import Any
+from urllib.parse import parse_qsl
 
+import asyncpg
 from sqlalchemy.exc import SQLAlchemyError
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import BaseRoute, Route
+from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from bot import metrics, pipeline
 from bot.channels.base import Channel, HttpRequestData, Ignored, ParseError, VerifyError
@@ -24,99 +26,147 @@ log = logging.getLogger(__name__)
 MAX_BODY_BYTES = 1_000_000
 
 
-def _services(request: Request) -> Services:
-    services: Services = request.app.state.services
-    return services
+class ClientGone(Exception):
+    """The provider hung up before its body arrived: nothing to answer."""
 
 
-async def _request_data(request: Request, form: bool) -> HttpRequestData:
-    body = await request.body()
-    if len(body) > MAX_BODY_BYTES:
-        raise ParseError("body too large")
+async def _read_body(receive: Receive) -> bytes:
+    """The request body, refused past MAX_BODY_BYTES while it is still arriving."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientGone
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise ParseError("body too large")
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+def _request_data(scope: Scope, body: bytes, form: bool) -> HttpRequestData:
+    headers = {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in scope["headers"]}
     fields: dict[str, str] | None = None
     if form:
+        content_type = headers.get("content-type", "").split(";", 1)[0].strip().lower()
+        if content_type != "application/x-www-form-urlencoded":
+            # Twilio posts urlencoded forms: https://www.twilio.com/docs/usage/webhooks/webhooks-overview
+            raise ParseError("not a urlencoded form body")
         try:
-            parsed = await request.form()
-        except Exception as exc:  # any multipart/urlencoded error is the sender's
+            fields = dict(parse_qsl(body.decode("utf-8"), keep_blank_values=True, strict_parsing=False))
+        except (UnicodeDecodeError, ValueError) as exc:
             raise ParseError("malformed form body") from exc
-        fields = {k: v for k, v in parsed.items() if isinstance(v, str)}
-    headers = {k.lower(): v for k, v in request.headers.items()}
-    return HttpRequestData(url=str(request.url), headers=headers, body=body, form=fields)
+    host = headers.get("host") or "localhost"
+    query = scope.get("query_string", b"").decode("latin-1")
+    url = f"{scope.get('scheme', 'http')}://{host}{scope.get('root_path', '')}{scope['path']}"
+    return HttpRequestData(url=f"{url}?{query}" if query else url, headers=headers, body=body, form=fields)
 
 
-async def handle_inbound(request: Request, channel_name: str, form: bool) -> Response:
-    """The shared webhook flow of every channel."""
+async def _answer(send: Send, status: int, content: dict[str, Any]) -> None:
+    body = json.dumps(content, ensure_ascii=False, separators=(",", ":")).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+
+
+class WebhookEndpoint:
+    """A provider webhook as a bare ASGI app: the gateway serves it ahead of Starlette's middleware
+    and router (bot/app.py), which would cost as much again as verifying, parsing and storing a
+    Telegram update. It answers every outcome itself (see the module doc)."""
+
+    def __init__(self, channel_name: str, form: bool, status_callback: bool = False) -> None:
+        self.channel_name = channel_name
+        self.form = form
+        self.status_callback = status_callback
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        services: Services = scope["app"].state.services
+        try:
+            body = await _read_body(receive)
+        except ClientGone:
+            return
+        except ParseError as exc:
+            metrics.REJECTED.labels(self.channel_name, "400").inc()
+            await _answer(send, 400, {"error": "bad request", "detail": str(exc)})
+            return
+        if self.status_callback:
+            status, content = await handle_status(services, scope, body)
+            await _answer(send, status, content)
+            return
+        status, content, keys = await handle_inbound(services, self.channel_name, scope, body, self.form)
+        if keys:
+            pipeline.schedule(services, keys)
+        await _answer(send, status, content)
+
+
+async def handle_inbound(
+    services: Services, channel_name: str, scope: Scope, body: bytes, form: bool
+) -> tuple[int, dict[str, Any], list[str]]:
+    """The shared webhook flow of every channel: (status, answer, contact keys to process)."""
     started = time.perf_counter()
-    services = _services(request)
     channel: Channel | None = services.channels.get(channel_name)
     if channel is None:
-        return JSONResponse({"error": f"{channel_name} channel is not configured"}, status_code=404)
+        return 404, {"error": f"{channel_name} channel is not configured"}, []
     status = 200
     try:
-        data = await _request_data(request, form)
+        data = _request_data(scope, body, form)
         channel.verify(data)
         parsed = channel.parse(data)
         if isinstance(parsed, Ignored):
             metrics.IGNORED.labels(channel_name).inc()
             log.info("%s update ignored: %s", channel_name, parsed.reason)
-            return JSONResponse({"ok": True, "ignored": parsed.reason})
+            return 200, {"ok": True, "ignored": parsed.reason}, []
         keys = await pipeline.accept(services, parsed)
     except VerifyError as exc:
         status = exc.status
         metrics.REJECTED.labels(channel_name, str(status)).inc()
         log.warning("%s webhook rejected: %s", channel_name, exc.reason)
-        return JSONResponse({"error": "unauthorized" if status == 401 else "forbidden"}, status_code=status)
+        return status, {"error": "unauthorized" if status == 401 else "forbidden"}, []
     except ParseError as exc:
         status = 400
         metrics.REJECTED.labels(channel_name, "400").inc()
         log.warning("%s webhook unparseable: %s", channel_name, exc)
-        return JSONResponse({"error": "bad request", "detail": str(exc)}, status_code=400)
-    except SQLAlchemyError:
+        return 400, {"error": "bad request", "detail": str(exc)}, []
+    except (SQLAlchemyError, asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
         status = 503
         log.exception("%s webhook could not persist", channel_name)
-        return JSONResponse({"error": "temporarily unavailable"}, status_code=503)
+        return 503, {"error": "temporarily unavailable"}, []
     finally:
         metrics.WEBHOOK.labels(channel_name, str(status)).observe(time.perf_counter() - started)
-    pipeline.schedule(services, keys)
-    return JSONResponse({"ok": True, "accepted": len(keys) > 0})
+    return 200, {"ok": True, "accepted": len(keys) > 0}, keys
 
 
-async def telegram_webhook(request: Request) -> Response:
-    return await handle_inbound(request, "telegram", form=False)
-
-
-async def whatsapp_webhook(request: Request) -> Response:
-    return await handle_inbound(request, "whatsapp", form=True)
-
-
-async def whatsapp_status(request: Request) -> Response:
+async def handle_status(services: Services, scope: Scope, body: bytes) -> tuple[int, dict[str, Any]]:
     """Twilio status callbacks: sent, delivered, read, failed, undelivered."""
-    services = _services(request)
     channel: Any = services.channels.get("whatsapp")
     if channel is None:
-        return JSONResponse({"error": "whatsapp channel is not configured"}, status_code=404)
+        return 404, {"error": "whatsapp channel is not configured"}
     try:
-        data = await _request_data(request, form=True)
+        data = _request_data(scope, body, form=True)
         channel.verify(data)
         sid, status, error_code = channel.parse_status(data.form or {})
     except VerifyError as exc:
         metrics.REJECTED.labels("whatsapp_status", str(exc.status)).inc()
-        return JSONResponse({"error": "forbidden"}, status_code=exc.status)
+        return exc.status, {"error": "forbidden"}
     except ParseError as exc:
-        return JSONResponse({"error": "bad request", "detail": str(exc)}, status_code=400)
+        return 400, {"error": "bad request", "detail": str(exc)}
     from bot.sending import record_delivery_status
 
     try:
         known = await record_delivery_status(services, "whatsapp", sid, status, error_code)
-    except SQLAlchemyError:
+    except (SQLAlchemyError, asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
         log.exception("status callback could not be stored")
-        return JSONResponse({"error": "temporarily unavailable"}, status_code=503)
-    return JSONResponse({"ok": True, "known": known})
+        return 503, {"error": "temporarily unavailable"}
+    return 200, {"ok": True, "known": known}
 
 
-def routes() -> list[BaseRoute]:
+def routes() -> list[Route]:
     return [
-        Route("/webhooks/telegram", telegram_webhook, methods=["POST"]),
-        Route("/webhooks/whatsapp", whatsapp_webhook, methods=["POST"]),
-        Route("/webhooks/whatsapp/status", whatsapp_status, methods=["POST"]),
+        Route("/webhooks/telegram", WebhookEndpoint("telegram", form=False), methods=["POST"]),
+        Route("/webhooks/whatsapp", WebhookEndpoint("whatsapp", form=True), methods=["POST"]),
+        Route("/webhooks/whatsapp/status", WebhookEndpoint("whatsapp", form=True, status_callback=True),
+              methods=["POST"]),
     ]

@@ -203,6 +203,13 @@ async def gateway(pg_schema: str, tmp_path: Path) -> AsyncIterator[Gateway]:
         await truncate_all(pg_schema)
 
 
+@pytest.fixture(params=["postgres", "sqlite"])
+def any_gateway(request: pytest.FixtureRequest) -> Gateway:
+    """The gateway on PostgreSQL + Redis, then on the embedded default."""
+    gateway: Gateway = request.getfixturevalue("gateway" if request.param == "postgres" else "sqlite_gateway")
+    return gateway
+
+
 @pytest.fixture
 async def sqlite_gateway(tmp_path: Path) -> AsyncIterator[Gateway]:
     """The gateway on the embedded default (SQLite, no Redis) with the same doubles."""

@@ -33,16 +33,14 @@ async def set_lease(gw: Gateway, token: str | None, seconds: float) -> None:
         )
 
 
+@pytest.fixture
+def gw(any_gateway: Gateway) -> Gateway:
+    return any_gateway
+
+
 async def statuses(gw: Gateway) -> list[str]:
     async with gw.services.db.session() as s:
         return list((await s.execute(select(InboundMessage.status).order_by(InboundMessage.id))).scalars())
-
-
-@pytest.fixture(params=["postgres", "sqlite"])
-def gw(request: pytest.FixtureRequest) -> Gateway:
-    name = "gateway" if request.param == "postgres" else "sqlite_gateway"
-    gateway: Gateway = request.getfixturevalue(name)
-    return gateway
 
 
 async def test_the_lease_is_given_back_after_each_conversation_turn(gw: Gateway) -> None:
