@@ -220,7 +220,8 @@ async def run(args: argparse.Namespace) -> None:
     finally:
         gateway.terminate()
         try:
-            gateway.wait(timeout=20)
+            # waiting in a thread: the Rasa and Bot API doubles keep answering while the gateway drains
+            await asyncio.to_thread(gateway.wait, 20)
         except subprocess.TimeoutExpired:
             print("gateway did not stop within 20 s; killed", file=sys.stderr)
             gateway.kill()

@@ -18,6 +18,8 @@ from typing import Any, Protocol
 
 import redis.asyncio as aioredis
 
+from bot.batching import Batcher
+
 
 class LockTimeout(Exception):
     """The lock could not be taken in time."""
@@ -186,39 +188,51 @@ redis.call('PEXPIRE', key, math.ceil(burst / rate * 1000) + 1000)
 return wait
 """
 
-# The rate limits of one send in one round trip: the channel's pause (PTTL), the chat's token
-# bucket (as _BUCKET_LUA) and the channel's next evenly spaced slot (slot = max(now, next_free);
-# next_free = slot + interval). Each step that says "wait" returns before the next one takes
-# anything. Returns {kind, wait in microseconds}: 1 paused, 2 chat bucket empty, 3 slot reserved.
+# The rate limits of sends, in one round trip for every send asking at the same moment (bot/batching.py).
+# Each send, in order, with its keys KEYS[3i+1..3i+3] and ARGV[3i+1..3i+3]: the channel's pause (PTTL),
+# the chat's token bucket (as _BUCKET_LUA) and the channel's next evenly spaced slot
+# (slot = max(now, next_free); next_free = slot + interval). Each step that says "wait" ends that
+# send's turn before the next step takes anything. Returns {kind, wait in microseconds} per send:
+# 1 paused, 2 chat bucket empty, 3 slot reserved.
 _ADMIT_LUA = """
-local pttl = redis.call('PTTL', KEYS[1])
-if pttl > 0 then return {1, pttl * 1000} end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local rate = tonumber(ARGV[1])
-if rate > 0 then
-  local burst = tonumber(ARGV[2])
-  local data = redis.call('HMGET', KEYS[2], 'tokens', 'stamp')
-  local tokens = tonumber(data[1])
-  local stamp = tonumber(data[2])
-  if tokens == nil then tokens = burst; stamp = now end
-  tokens = math.min(burst, tokens + (now - stamp) / 1000000 * rate)
-  local wait = 0
-  if tokens >= 1 then
-    tokens = tokens - 1
+local out = {}
+for i = 0, #KEYS / 3 - 1 do
+  local pause_key, chat_key, slot_key = KEYS[3 * i + 1], KEYS[3 * i + 2], KEYS[3 * i + 3]
+  local rate = tonumber(ARGV[3 * i + 1])
+  local burst = tonumber(ARGV[3 * i + 2])
+  local interval = tonumber(ARGV[3 * i + 3])
+  local kind, wait = 3, 0
+  local pttl = redis.call('PTTL', pause_key)
+  if pttl > 0 then
+    kind, wait = 1, pttl * 1000
   else
-    wait = math.ceil((1 - tokens) / rate * 1000) * 1000
+    if rate > 0 then
+      local data = redis.call('HMGET', chat_key, 'tokens', 'stamp')
+      local tokens = tonumber(data[1])
+      local stamp = tonumber(data[2])
+      if tokens == nil then tokens = burst; stamp = now end
+      tokens = math.min(burst, tokens + (now - stamp) / 1000000 * rate)
+      if tokens >= 1 then
+        tokens = tokens - 1
+      else
+        kind, wait = 2, math.ceil((1 - tokens) / rate * 1000) * 1000
+      end
+      redis.call('HSET', chat_key, 'tokens', tostring(tokens), 'stamp', tostring(now))
+      redis.call('PEXPIRE', chat_key, math.ceil(burst / rate * 1000) + 1000)
+    end
+    if kind == 3 and interval > 0 then
+      local slot = tonumber(redis.call('GET', slot_key) or '0')
+      if slot < now then slot = now end
+      redis.call('SET', slot_key, string.format('%d', slot + interval), 'PX', math.ceil(interval / 1000) + 60000)
+      wait = slot - now
+    end
   end
-  redis.call('HSET', KEYS[2], 'tokens', tostring(tokens), 'stamp', tostring(now))
-  redis.call('PEXPIRE', KEYS[2], math.ceil(burst / rate * 1000) + 1000)
-  if wait > 0 then return {2, wait} end
+  out[2 * i + 1] = kind
+  out[2 * i + 2] = wait
 end
-local interval = tonumber(ARGV[3])
-if interval <= 0 then return {3, 0} end
-local slot = tonumber(redis.call('GET', KEYS[3]) or '0')
-if slot < now then slot = now end
-redis.call('SET', KEYS[3], string.format('%d', slot + interval), 'PX', math.ceil(interval / 1000) + 60000)
-return {3, slot - now}
+return out
 """
 
 _ADMIT_KINDS = {1: "paused", 2: "chat", 3: "slot"}
@@ -238,6 +252,9 @@ class RedisCoordinator:
         self._bucket = self.redis.register_script(_BUCKET_LUA)
         self._release = self.redis.register_script(_RELEASE_LUA)
         self._admit = self.redis.register_script(_ADMIT_LUA)
+        self._admit_batcher: Batcher[tuple[list[str], list[float]], tuple[str, float]] = Batcher(
+            self._admit_many, max_batch=100
+        )
 
     def _k(self, key: str) -> str:
         return self.prefix + key
@@ -269,9 +286,10 @@ class RedisCoordinator:
         self, pause_key: str, chat_key: str | None, chat_rate_per_s: float, chat_burst: float,
         slot_key: str | None, slot_rate_per_s: float,
     ) -> tuple[str, float]:
-        """The rate limits of one send in one round trip (the keys are those of `pause`,
-        `acquire_rate` and the sender's slots): ("paused", s) when the channel is paused, ("chat", s)
-        when the chat's bucket is empty (nothing taken), else ("slot", s) to wait for the slot reserved."""
+        """The rate limits of one send, in one round trip shared with the sends asking at the same moment
+        (the keys are those of `pause`, `acquire_rate` and the sender's slots): ("paused", s) when the
+        channel is paused, ("chat", s) when the chat's bucket is empty (nothing taken), else ("slot", s)
+        to wait for the slot reserved."""
         chat_on = chat_key is not None and chat_rate_per_s > 0
         slot_on = slot_key is not None and slot_rate_per_s > 0
         keys = [
@@ -280,8 +298,16 @@ class RedisCoordinator:
             self._k("slot:" + (slot_key or "-")),
         ]
         args = [chat_rate_per_s if chat_on else 0, chat_burst, int(1_000_000 / slot_rate_per_s) if slot_on else 0]
-        kind, wait_us = await self._admit(keys=keys, args=args)
-        return _ADMIT_KINDS[int(kind)], max(0.0, float(wait_us) / 1_000_000)
+        return await self._admit_batcher((keys, args))
+
+    async def _admit_many(self, requests: list[tuple[list[str], list[float]]]) -> list[tuple[str, float]]:
+        keys = [key for request_keys, _ in requests for key in request_keys]
+        args = [arg for _, request_args in requests for arg in request_args]
+        flat = await self._admit(keys=keys, args=args)
+        return [
+            (_ADMIT_KINDS[int(flat[2 * i])], max(0.0, float(flat[2 * i + 1]) / 1_000_000))
+            for i in range(len(requests))
+        ]
 
     async def paused_for(self, key: str) -> float:
         ttl_ms = await self.redis.pttl(self._k("pause:" + key))
