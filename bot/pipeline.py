@@ -22,6 +22,7 @@ import logging
 import time
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
+from functools import partial
 from typing import Any, cast
 
 from sqlalchemy import Table, bindparam, case, false, func, insert, select, update
@@ -30,11 +31,12 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bot import contact_lease, metrics
+from bot.batching import Batcher
 from bot.catalogue import Button, Rendered
 from bot.channels.base import InboundEvent, ParseError
 from bot.commands import CommandResult, handler_for
 from bot.contact_lease import PIPELINE_TOKEN, PIPELINE_TTL_S, PIPELINE_WAIT_S, Backoff, LeaseState
-from bot.db import snapshot, utcnow
+from bot.db import StatementPool, snapshot, utcnow
 from bot.interceptors import interceptors
 from bot.log_privacy import contact_ref
 from bot.models import Contact, InboundMessage, Outbox
@@ -159,17 +161,20 @@ class _PgSql:
             f"SELECT {', '.join(message_cols.values())} FROM c "
             "ON CONFLICT (dedup_key) DO NOTHING RETURNING id"
         )
-        # take the contact's lease ($2 token, $3 until) unless another holds it (free, expired or ours
-        # at $4), and load the contact and its oldest received message, counting the attempt
+        # for the contacts $1 (several conversations at once, bot/batching.py): take each one's lease
+        # ($2 token, $3 until) unless another holds it (free, expired or ours at $4), and load the
+        # contact and its oldest received message, counting the attempt
         self.take = (
-            "WITH c AS (UPDATE contacts SET lease_token = $2, lease_until = $3 WHERE key = $1 "  # noqa: S608
-            f"AND (lease_token IS NULL OR lease_token = $2 OR lease_until < $4) AND {_ASYNC_COMMIT} RETURNING *), "
-            "m AS (UPDATE inbound_messages SET attempts = attempts + 1 WHERE id = ("
-            "SELECT id FROM inbound_messages WHERE contact_id = (SELECT id FROM c) AND status = 'received' "
-            "ORDER BY id LIMIT 1) RETURNING *) "
-            f"SELECT {_select_list('c', CONTACTS)}, {_select_list('m', MESSAGES)} FROM c LEFT JOIN m ON true"
+            "WITH c AS (UPDATE contacts SET lease_token = $2, lease_until = $3 "  # noqa: S608  (our own metadata)
+            "WHERE key = ANY($1::text[]) AND (lease_token IS NULL OR lease_token = $2 OR lease_until < $4) "
+            f"AND {_ASYNC_COMMIT} RETURNING *), "
+            "m AS (UPDATE inbound_messages SET attempts = attempts + 1 WHERE id IN ("
+            "SELECT (SELECT i.id FROM inbound_messages AS i WHERE i.contact_id = c.id AND i.status = 'received' "
+            "ORDER BY i.id LIMIT 1) FROM c) RETURNING *) "
+            f"SELECT {_select_list('c', CONTACTS)}, {_select_list('m', MESSAGES)} "
+            "FROM c LEFT JOIN m ON m.contact_id = c.id"
         )
-        self.contact_exists = "SELECT true FROM contacts WHERE key = $1"
+        self.contacts_existing = "SELECT key FROM contacts WHERE key = ANY($1::text[])"
         # the take's columns in select-list order: the contact's, then the message's
         self.contact_names = [c.name for c in CONTACTS.columns]
         self.message_names = [c.name for c in MESSAGES.columns]
@@ -431,20 +436,13 @@ Taken = tuple[Contact, InboundMessage]
 async def _take_next(services: Services, key: str) -> Taken | LeaseState:
     """Take the contact's lease and load the contact and its oldest received message, counting the
     attempt; "held" when the lease is ours but no message waits, else "busy" or "missing"."""
-    now = utcnow()
     pg = _pg(services)
     if pg is not None:
-        pool = services.db.raw_pool()
-        row = await pool.fetchrow(pg.take, key, PIPELINE_TOKEN, now + timedelta(seconds=PIPELINE_TTL_S), now)
-        if row is None:
-            return "busy" if await pool.fetchval(pg.contact_exists, key) else "missing"
-        values = tuple(row)
-        split = len(pg.contact_names)
-        contact_values = dict(zip(pg.contact_names, values[:split], strict=True))
-        message_values = dict(zip(pg.message_names, values[split:], strict=True))
-        if message_values["id"] is None:
-            return "held"
-        return snapshot(Contact, contact_values), snapshot(InboundMessage, message_values)
+        taker = services.extras.get("pipeline_taker")
+        if not isinstance(taker, Batcher):
+            taker = services.extras["pipeline_taker"] = Batcher(partial(_take_many, services.db.raw_pool(), pg))
+        taken: Taken | LeaseState = await taker(key)
+        return taken
     sql = _sql(services)
     async with services.db.engine.begin() as conn:
         state = await contact_lease.try_acquire(conn, key, PIPELINE_TOKEN, PIPELINE_TTL_S)
@@ -460,6 +458,27 @@ async def _take_next(services: Services, key: str) -> Taken | LeaseState:
         await conn.execute(sql.set_attempts, {"message_id": mrow["id"], "attempts": attempts})
     # detached snapshots: areas read them, and write through their own sessions
     return snapshot(Contact, dict(crow)), snapshot(InboundMessage, {**mrow, "attempts": attempts})
+
+
+async def _take_many(pool: StatementPool, pg: _PgSql, keys: list[str]) -> list[Taken | LeaseState]:
+    """`_take_next` for the conversations asking at the same moment, in one statement."""
+    now = utcnow()
+    rows = await pool.fetch(pg.take, keys, PIPELINE_TOKEN, now + timedelta(seconds=PIPELINE_TTL_S), now)
+    split = len(pg.contact_names)
+    found: dict[str, Taken | LeaseState] = {}
+    for row in rows:
+        values = tuple(row)
+        contact_values = dict(zip(pg.contact_names, values[:split], strict=True))
+        message_values = dict(zip(pg.message_names, values[split:], strict=True))
+        found[contact_values["key"]] = (
+            "held" if message_values["id"] is None
+            else (snapshot(Contact, contact_values), snapshot(InboundMessage, message_values))
+        )
+    if len(found) < len(keys):
+        missing = [key for key in keys if key not in found]
+        existing = {row["key"] for row in await pool.fetch(pg.contacts_existing, missing)}
+        found.update({key: "busy" if key in existing else "missing" for key in missing})
+    return [found[key] for key in keys]
 
 
 async def _process_taken(services: Services, contact: Contact, message: InboundMessage, started: float) -> bool:

@@ -133,3 +133,29 @@ async def test_waiting_too_long_for_a_lease_is_an_error_not_a_takeover(gw: Gatew
 async def test_holding_an_unknown_contact_holds_nothing(gw: Gateway) -> None:
     async with contact_lease.hold(gw.services, "telegram:404") as found:
         assert found is False
+
+
+async def test_many_conversations_at_once_each_stay_in_order_and_give_their_lease_back(gw: Gateway) -> None:
+    chats = [556000 + i for i in range(20)]
+    updates = [private_message(1000 + 100 * n + i, chat_id=chat, text=f"c{chat} m{n}")
+               for n in range(3) for i, chat in enumerate(chats)]
+    results = await asyncio.gather(*(gw.telegram(u) for u in updates))
+    assert all(r.status_code == 200 for r in results)
+    await gw.settle()
+    assert await statuses(gw) == ["done"] * 60
+    async with gw.services.db.session() as s:
+        stored = (await s.execute(
+            select(Contact.key, InboundMessage.text).join(Contact, Contact.id == InboundMessage.contact_id)
+            .order_by(InboundMessage.id)
+        )).all()
+    for chat in chats:
+        # posted at once, they are stored in whatever order they arrive; each is handled in that order
+        arrived = [text for key, text in stored if key == f"telegram:{chat}"]
+        seen = [m["message"] for m in gw.rasa.messages if m["sender"] == f"telegram:{chat}"]
+        assert sorted(arrived) == [f"c{chat} m{n}" for n in range(3)]
+        assert seen == arrived
+    async with gw.services.db.session() as s:
+        assert (await s.execute(select(Contact).where(Contact.lease_token.is_not(None)))).first() is None
+    taker = gw.services.extras.get("pipeline_taker")
+    if taker is not None:  # PostgreSQL: the conversations took their messages in shared statements
+        assert taker.batches < taker.calls
