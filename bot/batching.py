@@ -38,11 +38,26 @@ class Batcher(Generic[Item, Result]):
         self.calls = 0
 
     async def __call__(self, item: Item) -> Result:
+        if not self._running:
+            return await self._alone(item)
         future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
         self._waiting.append((item, future))
-        if not self._running:
-            self._start()
         return await future
+
+    async def _alone(self, item: Item) -> Result:
+        """Nothing in flight: the caller runs its own batch of one (no task to hand it to)."""
+        self._running = True
+        try:
+            self.batches += 1
+            self.calls += 1
+            results = await self._run([item])
+            if len(results) != 1:
+                raise RuntimeError(f"batch of 1 answered with {len(results)} results")
+            return results[0]
+        finally:
+            self._running = False
+            if self._waiting:
+                self._start()
 
     def _start(self) -> None:
         batch = self._waiting[: self._max_batch]

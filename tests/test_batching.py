@@ -72,7 +72,7 @@ async def test_a_wrong_number_of_results_is_an_error_for_every_caller() -> None:
         await batcher(1)
 
 
-async def test_a_cancelled_caller_does_not_stop_the_batch() -> None:
+async def test_a_cancelled_caller_does_not_stop_the_batch_it_shares() -> None:
     applied: list[int] = []
 
     async def run(items: list[int]) -> list[None]:
@@ -83,7 +83,10 @@ async def test_a_cancelled_caller_does_not_stop_the_batch() -> None:
     batcher: Batcher[int, None] = Batcher(run)
     first = asyncio.create_task(batcher(1))
     await asyncio.sleep(0)
-    first.cancel()
-    await asyncio.gather(first, return_exceptions=True)
-    await batcher(2)
-    assert applied == [1, 2]
+    second = asyncio.create_task(batcher(2))
+    third = asyncio.create_task(batcher(3))
+    await asyncio.sleep(0)
+    second.cancel()
+    await asyncio.gather(first, second, third, return_exceptions=True)
+    assert second.cancelled() and third.done() and not third.cancelled()
+    assert applied == [1, 2, 3]
