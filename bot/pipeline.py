@@ -134,32 +134,30 @@ _ASYNC_COMMIT = "(SELECT set_config('synchronous_commit', 'off', true)) IS NOT N
 
 class _PgSql:
     def __init__(self) -> None:
-        contact_cols = {"key": "$1", "channel": "$2", "address": "$3", "display_name": "$4", "mode": "'bot'",
-                        "reminders_opt_out": "false", "stopped": "false", "pin_failures": "0",
-                        "created_at": "$5", "last_inbound_at": "$5"}
-        message_cols = {"contact_id": "c.id", "channel": "$2", "dedup_key": "$6", "provider_id": "$7", "kind": "$8",
-                        "text": "$9", "payload": "$10", "media_ref": "$11", "media_type": "$12", "created_at": "$5",
-                        "status": "'received'", "attempts": "0"}
-        self.contact_defaults = _python_defaults(CONTACTS, set(contact_cols))
-        self.message_defaults = _python_defaults(MESSAGES, set(message_cols))
-        n = 12
-        for name, _ in self.contact_defaults:
-            n += 1
-            contact_cols[name] = f"${n}"
-        for name, _ in self.message_defaults:
-            n += 1
-            message_cols[name] = f"${n}"
-        # upsert the contact and insert the message (unless a redelivery) in one statement; the SQL is
-        # built from our own table metadata, every value is a bound parameter
-        self.accept = (
-            f"WITH c AS (INSERT INTO contacts ({', '.join(contact_cols)}) "  # noqa: S608
-            f"VALUES ({', '.join(contact_cols.values())}) "
+        contact_cols = {"key", "channel", "address", "display_name", "mode", "reminders_opt_out", "stopped",
+                        "pin_failures", "created_at", "last_inbound_at"}
+        message_cols = {"contact_id", "channel", "dedup_key", "provider_id", "kind", "text", "payload", "media_ref",
+                        "media_type", "created_at", "status", "attempts"}
+        if _python_defaults(CONTACTS, contact_cols) or _python_defaults(MESSAGES, message_cols):
+            raise RuntimeError("columns with Python-side defaults need a value in the accept statement")
+        # the messages of every webhook arriving at the same moment (bot/batching.py): one upsert per
+        # contact (the first of its messages names it), then the messages in arrival order
+        self.accept_many = (
+            "WITH v AS (SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], "
+            "$6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[]) WITH ORDINALITY "
+            "AS v(key, channel, address, display_name, dedup_key, provider_id, kind, text, payload, media_ref, "
+            "media_type, ord)), "
+            "c AS (INSERT INTO contacts (key, channel, address, display_name, mode, reminders_opt_out, stopped, "
+            "pin_failures, created_at, last_inbound_at) SELECT DISTINCT ON (key) key, channel, address, display_name, "
+            "'bot', false, false, 0, $12, $12 FROM v ORDER BY key, ord "
             "ON CONFLICT (key) DO UPDATE SET last_inbound_at = excluded.last_inbound_at, "
             "display_name = coalesce(contacts.display_name, excluded.display_name), "
-            "stopped = CASE WHEN contacts.channel = 'telegram' THEN false ELSE contacts.stopped END RETURNING id) "
-            f"INSERT INTO inbound_messages ({', '.join(message_cols)}) "
-            f"SELECT {', '.join(message_cols.values())} FROM c "
-            "ON CONFLICT (dedup_key) DO NOTHING RETURNING id"
+            "stopped = CASE WHEN contacts.channel = 'telegram' THEN false ELSE contacts.stopped END RETURNING id, key) "
+            "INSERT INTO inbound_messages (contact_id, channel, dedup_key, provider_id, kind, text, payload, "
+            "media_ref, media_type, created_at, status, attempts) "
+            "SELECT c.id, v.channel, v.dedup_key, v.provider_id, v.kind, v.text, v.payload::json, v.media_ref, "
+            "v.media_type, $12, 'received', 0 FROM v JOIN c ON c.key = v.key ORDER BY v.ord "
+            "ON CONFLICT (dedup_key) DO NOTHING RETURNING dedup_key"
         )
         # for the contacts $1 (several conversations at once, bot/batching.py): take each one's lease
         # ($2 token, $3 until) unless another holds it (free, expired or ours at $4), and load the
@@ -254,16 +252,11 @@ async def accept(services: Services, events: list[InboundEvent]) -> list[str]:
         return keys
     pg = _pg(services)
     if pg is not None:
-        pool = services.db.raw_pool()
+        acceptor = services.extras.get("pipeline_acceptor")
+        if not isinstance(acceptor, Batcher):
+            acceptor = services.extras["pipeline_acceptor"] = Batcher(partial(_accept_many, services.db.raw_pool(), pg))
         for event in messages:
-            text, payload = _message_body(event)
-            inserted = await pool.fetchval(
-                pg.accept, event.contact_key, event.channel, event.address, event.display_name, now,
-                event.dedup_key, event.provider_id, event.kind, text or None,
-                payload or None, event.media_ref, event.media_type,
-                *_default_values(pg.contact_defaults), *_default_values(pg.message_defaults),
-            )
-            _count_inbound(event, inserted is not None, keys)
+            _count_inbound(event, await acceptor(event), keys)
         return keys
     async with services.db.engine.begin() as conn:
         for event in messages:
@@ -305,6 +298,24 @@ def _storable_event(event: InboundEvent) -> InboundEvent:
         payload=storable_tree(event.payload) if event.payload else None,
         ack=storable_tree(event.ack) if event.ack else None,
     )
+
+
+async def _accept_many(pool: StatementPool, pg: _PgSql, events: list[InboundEvent]) -> list[bool]:
+    """Store the messages of the webhooks arriving at the same moment; True for each one that is new."""
+    columns: list[list[str | None]] = [[] for _ in range(11)]
+    for event in events:
+        text, payload = _message_body(event)
+        row = (event.contact_key, event.channel, event.address, event.display_name, event.dedup_key,
+               event.provider_id, event.kind, text or None, json.dumps(payload) if payload else None,
+               event.media_ref, event.media_type)
+        for column, value in zip(columns, row, strict=True):
+            column.append(value)
+    new = {row["dedup_key"] for row in await pool.fetch(pg.accept_many, *columns, utcnow())}
+    # a redelivery racing its original in the same batch: only the first of them is new
+    first: dict[str, int] = {}
+    for index, event in enumerate(events):
+        first.setdefault(event.dedup_key, index)
+    return [event.dedup_key in new and first[event.dedup_key] == index for index, event in enumerate(events)]
 
 
 def _message_body(event: InboundEvent) -> tuple[str, dict[str, Any]]:

@@ -91,3 +91,21 @@ async def test_the_same_update_through_the_router_is_answered_the_same(gateway: 
     assert json.loads(sent[1]["body"]) == {"ok": True, "accepted": True}  # type: ignore[arg-type]
     await gateway.settle()
     assert [m["message"] for m in gateway.rasa.messages] == ["via the router"]
+
+
+async def test_redeliveries_racing_their_original_are_stored_and_answered_once(any_gateway: Gateway) -> None:
+    import asyncio
+
+    gw = any_gateway
+    first = private_message(910, chat_id=557001, text="first words")
+    others = [private_message(911 + i, chat_id=557001, text=f"more {i}") for i in range(3)]
+    bodies = [first, first, *others, first]
+    results = await asyncio.gather(*(gw.telegram(b) for b in bodies))
+    assert [r.status_code for r in results] == [200] * 6
+    assert sum(r.json()["accepted"] for r in results) == 4
+    await gw.settle()
+    assert await count(gw, InboundMessage) == 4 and await count(gw, Contact) == 1
+    assert sorted(m["message"] for m in gw.rasa.messages) == sorted(["first words", "more 0", "more 1", "more 2"])
+    acceptor = gw.services.extras.get("pipeline_acceptor")
+    if acceptor is not None:  # PostgreSQL: webhooks arriving together share one statement
+        assert acceptor.batches < acceptor.calls
