@@ -109,7 +109,12 @@ class Database:
             raise RuntimeError("the raw pool exists on PostgreSQL only")
         if self._raw_pool is None:
             dsn = make_url(self.url).set(drivername="postgresql").render_as_string(hide_password=False)
-            server_settings = {"search_path": self.schema} if self.schema else None
+            # every execution planned for its own arguments and the tables' current size: a batch's
+            # arrays differ in length each time, and a generic plan cached while the tables were small
+            # (a fresh deployment) keeps scanning them whole as they grow, until the next ANALYZE
+            server_settings = {"plan_cache_mode": "force_custom_plan"}
+            if self.schema:
+                server_settings["search_path"] = self.schema
 
             async def connect() -> asyncpg.Connection:
                 conn = await asyncpg.connect(dsn, server_settings=server_settings)
