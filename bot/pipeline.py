@@ -25,7 +25,21 @@ from datetime import timedelta
 from functools import partial
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, case, false, func, insert, select, update
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Integer,
+    String,
+    Table,
+    bindparam,
+    case,
+    false,
+    func,
+    insert,
+    select,
+    update,
+)
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -120,10 +134,6 @@ def _python_defaults(table: Any, given: set[str]) -> list[tuple[str, Any]]:
     ]
 
 
-def _default_values(defaults: list[tuple[str, Any]]) -> list[Any]:
-    return [d.arg(None) if callable(d.arg) else d.arg for _, d in defaults]
-
-
 def _select_list(alias: str, table: Any) -> str:
     return ", ".join(f'{alias}."{c.name}" AS "{alias}__{c.name}"' for c in table.columns)
 
@@ -176,39 +186,69 @@ class _PgSql:
         # the take's columns in select-list order: the contact's, then the message's
         self.contact_names = [c.name for c in CONTACTS.columns]
         self.message_names = [c.name for c in MESSAGES.columns]
-        outbox_cols = {"contact_id": "$6", "channel": "$7", "origin": "$8", "text": "r.text",
-                       "payload": "r.payload::json", "in_reply_to": "$1", "next_attempt_at": "$4",
-                       "created_at": "$4", "status": "$9", "claimed_at": "$10", "attempts": "0"}
-        self.outbox_defaults = _python_defaults(OUTBOX, set(outbox_cols))
-        n = 12
-        for name, _ in self.outbox_defaults:
-            n += 1
-            outbox_cols[name] = f"${n}"
-        self._finish_head = (
-            "WITH done AS (UPDATE inbound_messages SET status = $2, routed_to = $3, processed_at = $4, language = $5 "
-            "WHERE id = $1)"
-        )
-        self._finish_tail = (
-            f" INSERT INTO outbox ({', '.join(outbox_cols)}) SELECT {', '.join(outbox_cols.values())} "  # noqa: S608
-            "FROM unnest($11::text[], $12::text[]) WITH ORDINALITY AS r(text, payload, ord) ORDER BY r.ord "
-            "RETURNING id"
-        )
+        outbox_cols = {"contact_id", "channel", "origin", "text", "payload", "in_reply_to", "next_attempt_at",
+                       "created_at", "status", "claimed_at", "attempts"}
+        if _python_defaults(OUTBOX, outbox_cols):
+            raise RuntimeError("columns with Python-side defaults need a value in the finish statement")
         self._finish: dict[tuple[str, ...], str] = {}
 
     def finish(self, changed: tuple[str, ...]) -> str:
-        """Mark the message, update the contact's changed columns, queue the replies: one statement."""
+        """For the turns finishing at the same moment whose contacts change the columns `changed`: mark
+        each message, update each contact, queue every reply (in order) — one statement.
+
+        $1..$6 one array element per turn: message id, status, routed_to, processed_at, language,
+        contact id; then one array per changed column; then one element per reply: the message it
+        answers, contact id, channel, status, text, payload (JSON), claimed_at; last, now."""
         sql = self._finish.get(changed)
-        if sql is None:
-            first = 13 + len(self.outbox_defaults)
-            update_contact = ""
-            if changed:
-                unknown = set(changed) - set(CONTACTS.c.keys())
-                if unknown:
-                    raise ValueError(f"not columns of contacts: {sorted(unknown)}")
-                sets = ", ".join(f'"{name}" = ${first + i}' for i, name in enumerate(changed))
-                update_contact = f", cu AS (UPDATE contacts SET {sets} WHERE id = $6)"  # noqa: S608  (checked names)
-            sql = self._finish[changed] = self._finish_head + update_contact + self._finish_tail
+        if sql is not None:
+            return sql
+        unknown = set(changed) - set(CONTACTS.c.keys())
+        if unknown:
+            raise ValueError(f"not columns of contacts: {sorted(unknown)}")
+        turn_arrays = ["$1::bigint[]", "$2::text[]", "$3::text[]", "$4::timestamptz[]", "$5::text[]", "$6::bigint[]"]
+        turn_names = ["message_id", "status", "routed_to", "processed_at", "language", "contact_id"]
+        sets = []
+        for name in changed:
+            kind = _pg_array_type(CONTACTS.c[name])
+            turn_arrays.append(f"${len(turn_arrays) + 1}::{'text' if kind == 'json' else kind}[]")
+            turn_names.append(f"new_{name}")
+            sets.append(f'"{name}" = d."new_{name}"' + ("::json" if kind == "json" else ""))
+        n = len(turn_arrays)
+        reply_arrays = [f"${n + i}::{kind}[]" for i, kind in
+                        enumerate(("bigint", "bigint", "text", "text", "text", "text", "timestamptz"), start=1)]
+        now = f"${n + 8}"
+        # built from our own table metadata (checked names); every value is a bound parameter
+        update_contacts = f", cu AS (UPDATE contacts AS c SET {', '.join(sets)} FROM d WHERE c.id = d.contact_id)"  # noqa: S608
+        sql = (
+            f"WITH d AS (SELECT * FROM unnest({', '.join(turn_arrays)}) AS d({', '.join(turn_names)})), "  # noqa: S608
+            "done AS (UPDATE inbound_messages AS m SET status = d.status, routed_to = d.routed_to, "
+            "processed_at = d.processed_at, language = d.language FROM d WHERE m.id = d.message_id)"
+            f"{update_contacts if sets else ''} "
+            "INSERT INTO outbox (contact_id, channel, origin, text, payload, in_reply_to, next_attempt_at, "
+            "created_at, status, claimed_at, attempts) "
+            f"SELECT r.contact_id, r.channel, 'reply', r.text, r.payload::json, r.in_reply_to, {now}, {now}, "
+            f"r.status, r.claimed_at, 0 FROM unnest({', '.join(reply_arrays)}) WITH ORDINALITY "
+            "AS r(in_reply_to, contact_id, channel, status, text, payload, claimed_at, ord) ORDER BY r.ord "
+            "RETURNING id, in_reply_to"
+        )
+        self._finish[changed] = sql
         return sql
+
+
+def _pg_array_type(column: Any) -> str:
+    """The PostgreSQL element type of a column, for the arrays of a batched statement."""
+    kind = column.type
+    if isinstance(kind, JSON):
+        return "json"
+    if isinstance(kind, DateTime):
+        return "timestamptz"
+    if isinstance(kind, Boolean):
+        return "bool"
+    if isinstance(kind, Integer):  # BigInteger included
+        return "int8"
+    if isinstance(kind, String):  # Text included
+        return "text"
+    raise ValueError(f"no array type for column {column.name} ({kind})")
 
 
 _PG: _PgSql | None = None
@@ -815,6 +855,10 @@ async def _finish(services: Services, turn: Turn, status: str = "done", reload_c
     await send_claimed(services, contact, ids, replies)
 
 
+# what one turn writes when it finishes on PostgreSQL (see _PgSql.finish)
+FinishRow = tuple[int, str, str, Any, str | None, int, str, tuple[Any, ...], list[tuple[str, str | None]], bool]
+
+
 async def _finish_pg(services: Services, pg: _PgSql, turn: Turn, status: str, replies: list[Rendered]) -> list[int]:
     contact, message = turn.contact, turn.message
     changes = dict(turn.contact_changes)
@@ -822,17 +866,45 @@ async def _finish_pg(services: Services, pg: _PgSql, turn: Turn, status: str, re
     if buttons is not None:
         changes["pending_buttons"] = buttons
     changed = tuple(sorted(changes))
-    now = utcnow()
     claim = services.extras.get("sender") is not None
     payloads = [rendered_payload(r) for r in replies]
-    rows = await services.db.raw_pool().fetch(
-        pg.finish(changed), message.id, status, turn.routed_to, now, message.language,
-        contact.id, contact.channel, "reply", "sending" if claim else "queued", now if claim else None,
-        [r.text for r in replies], [None if p is None else json.dumps(p) for p in payloads],
-        *_default_values(pg.outbox_defaults), *(changes[name] for name in changed),
+    row: FinishRow = (
+        message.id, status, turn.routed_to, utcnow(), message.language, contact.id, contact.channel,
+        tuple(changes[name] for name in changed),
+        [(r.text, None if p is None else json.dumps(p)) for r, p in zip(replies, payloads, strict=True)], claim,
     )
+    finishers = services.extras.setdefault("pipeline_finishers", {})
+    finisher = finishers.get(changed)
+    if finisher is None:
+        finisher = finishers[changed] = Batcher(partial(_finish_many, services.db.raw_pool(), pg, changed))
+    ids: list[int] = await finisher(row)
+    return ids
+
+
+async def _finish_many(
+    pool: StatementPool, pg: _PgSql, changed: tuple[str, ...], rows: list[FinishRow]
+) -> list[list[int]]:
+    """`_finish_pg` for the turns finishing at the same moment with the same contact columns changed."""
+    kinds = [_pg_array_type(CONTACTS.c[name]) for name in changed]
+    turn_columns: list[list[Any]] = [[] for _ in range(6 + len(changed))]
+    reply_columns: list[list[Any]] = [[] for _ in range(7)]
+    now = utcnow()
+    for message_id, status, routed_to, processed_at, language, contact_id, channel, values, replies, claim in rows:
+        for column, value in zip(turn_columns, (message_id, status, routed_to, processed_at, language, contact_id),
+                                 strict=False):
+            column.append(value)
+        for offset, (value, kind) in enumerate(zip(values, kinds, strict=True)):
+            turn_columns[6 + offset].append(json.dumps(value) if kind == "json" and value is not None else value)
+        for text, payload in replies:
+            for column, value in zip(reply_columns, (message_id, contact_id, channel, "sending" if claim else "queued",
+                                                     text, payload, now if claim else None), strict=True):
+                column.append(value)
+    inserted = await pool.fetch(pg.finish(changed), *turn_columns, *reply_columns, now)
+    by_message: dict[int, list[int]] = {}
+    for record in inserted:
+        by_message.setdefault(int(record["in_reply_to"]), []).append(int(record["id"]))
     # ids come from one sequence in the order the rows were inserted (reply order)
-    return sorted(int(r["id"]) for r in rows)
+    return [sorted(by_message.get(row[0], [])) for row in rows]
 
 
 async def _queue_more(services: Services, contact: Contact, message_id: int, replies: list[Rendered]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -168,3 +169,31 @@ async def test_a_message_rasa_got_before_a_timeout_is_not_run_twice(gateway: Gat
     assert await statuses(gateway) == ["done"]
     assert [m["text"] for m in gateway.bot_api.sent] == [trouble, "Your next deadline is tomorrow."]
     await gateway.services.rasa.close()
+
+
+async def test_turns_finishing_together_keep_their_replies_and_contact_changes_apart(gateway: Gateway) -> None:
+    """PostgreSQL: several turns finish in one statement; each gets its own replies, in order."""
+    chats = [558000 + i for i in range(12)]
+
+    def responder(body: dict[str, object]) -> list[dict[str, object]]:
+        text = str(body["message"])
+        replies: list[dict[str, object]] = [{"text": f"{text} / 1"}, {"text": f"{text} / 2"}]
+        if text.endswith("0"):  # every other chat is offered buttons: another shape of contact change
+            replies.append({"text": "choose", "buttons": [{"title": "A", "payload": "/a"}]})
+        return replies
+
+    gateway.rasa.responder = responder
+    await asyncio.gather(*(gateway.telegram(private_message(2000 + i, chat_id=chat, text=f"hello {i % 2}"))
+                           for i, chat in enumerate(chats)))
+    await gateway.settle()
+    for i, chat in enumerate(chats):
+        texts = [m["text"] for m in gateway.bot_api.sent if m["chat_id"] == str(chat)]
+        expected = [f"hello {i % 2} / 1", f"hello {i % 2} / 2"] + (["choose"] if i % 2 == 0 else [])
+        assert texts == expected
+    async with gateway.services.db.session() as s:
+        offered = dict((await s.execute(select(Contact.key, Contact.pending_buttons))).all())
+    assert offered[f"telegram:{chats[0]}"] == [{"title": "A", "payload": "/a"}]
+    assert offered[f"telegram:{chats[1]}"] is None
+    finishers = gateway.services.extras["pipeline_finishers"]
+    assert sum(f.calls for f in finishers.values()) == 12
+    assert sum(f.batches for f in finishers.values()) < 12
