@@ -2,15 +2,17 @@
 
 The gateway runs in its own process (`sanad gateway`); Rasa is replaced by an
 instant local double and replies are captured by a local Bot API double, both in
-this process. Two runs:
+this process on a bare asyncio protocol (bench/http_doubles.py), so that they take as
+little as possible of the two cores the gateway shares with them. Two runs:
   throughput  wrk (Debian package) posts --wrk-n distinct updates as fast as the gateway takes
               them (webhook p50/p99 under that load); we wait until every reply reached the Bot
               API double: messages/s = replies / time to the last reply.
   latency     aiohttp posts updates at a fixed rate; per message, the webhook's answer time
               and the time from the POST to its reply arriving at the Bot API double.
 Printed: messages/s, webhook and end-to-end p50/p99, CPU ms per message of the gateway
-process (user and system time from /proc), and the load average (other work on the machine
-skews every figure: compare runs at a similar load).
+process (user and system time from /proc), the CPU per message of PostgreSQL, Redis and the
+doubles, and the load average (other work on the machine skews every figure: compare runs
+at a similar load).
 
 Usage: .venv/bin/python -m bench.gateway [--db sqlite|postgres] [--n 5000] [--rate 200]
 """
@@ -32,9 +34,9 @@ from typing import Any
 
 import aiohttp
 import asyncpg
-from aiohttp import web
 
-from tests.doubles import BotApiDouble, HttpDouble, free_port
+from bench.http_doubles import InstantBotApi, InstantRasa
+from tests.doubles import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = "bench-secret"
@@ -94,21 +96,6 @@ response = function(status, headers, body)
   if counter >= %d then wrk.thread:stop() end
 end
 """
-
-
-class InstantRasa(HttpDouble):
-    """Answers every message at once with one text that carries the message back."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.count = 0
-        self.app.router.add_get("/", lambda r: web.Response(text="Hello from Rasa"))
-        self.app.router.add_post("/webhooks/rest/webhook", self.webhook)
-
-    async def webhook(self, request: web.Request) -> web.Response:
-        body = await request.json()
-        self.count += 1
-        return web.json_response([{"recipient_id": body["sender"], "text": "re: " + str(body["message"])}])
 
 
 def cpu_s(pid: int) -> tuple[float, float]:
@@ -187,14 +174,14 @@ async def wait_http(url: str, timeout_s: float = 30) -> None:
     raise RuntimeError(f"{url} did not come up")
 
 
-async def drain(bot: BotApiDouble, expected: int, timeout_s: float) -> float:
+async def drain(bot: InstantBotApi, expected: int, timeout_s: float) -> float:
     deadline = time.monotonic() + timeout_s
     while len(bot.sent) < expected and time.monotonic() < deadline:
         await asyncio.sleep(0.05)
     return time.monotonic()
 
 
-async def settle(bot: BotApiDouble, quiet_s: float = 1.0, timeout_s: float = 60) -> None:
+async def settle(bot: InstantBotApi, quiet_s: float = 1.0, timeout_s: float = 60) -> None:
     """Wait until no reply arrived for `quiet_s`: updates wrk had in flight when it stopped are answered."""
     deadline = time.monotonic() + timeout_s
     seen = -1
@@ -205,7 +192,7 @@ async def settle(bot: BotApiDouble, quiet_s: float = 1.0, timeout_s: float = 60)
 
 async def run(args: argparse.Namespace) -> None:
     tmp = Path(tempfile.mkdtemp(prefix="sanad-bench-"))
-    bot = await BotApiDouble().start()
+    bot = await InstantBotApi().start()
     rasa = await InstantRasa().start()
     port = free_port()
     env = dict(os.environ)
@@ -326,7 +313,7 @@ def parse_wrk_latency(output: str) -> dict[str, str]:
 
 
 async def post_updates(
-    base: str, n: int, rate: float | None, start_id: int, chats: int, bot: BotApiDouble
+    base: str, n: int, rate: float | None, start_id: int, chats: int, bot: InstantBotApi
 ) -> dict[str, float]:
     """POST n updates (at `rate` per second, or as fast as 32 connections go); returns text -> send time."""
     sent_at: dict[str, float] = {}

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
-import aiohttp
+from integrations.http11 import HttpError, KeepAliveClient
+
+_JSON_HEADERS = {"Content-Type": "application/json"}
 
 
 class RasaUnavailable(Exception):
@@ -18,34 +20,32 @@ class RasaClient:
 
     def __init__(self, url: str, timeout_s: float = 10.0, token: str | None = None) -> None:
         self.url = url.rstrip("/")
-        self.timeout = aiohttp.ClientTimeout(total=timeout_s, connect=min(3.0, timeout_s))
+        self.timeout_s = timeout_s
         self.token = token
-        self._session: aiohttp.ClientSession | None = None
-
-    def _http(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(
-                timeout=self.timeout,
-                json_serialize=json.dumps,
-                connector=aiohttp.TCPConnector(limit=64, keepalive_timeout=30),
-            )
-        return self._session
+        # Rasa's HTTP server (Sanic) closes connections idle for 5 s: reuse them for less than that
+        self._http = KeepAliveClient(limit_per_origin=64, connect_timeout_s=min(3.0, timeout_s), idle_timeout_s=4.0)
 
     def _conversation(self, sender_id: str) -> str:
         return f"{self.url}/conversations/{quote(sender_id, safe='')}"
 
     async def _request(self, method: str, url: str, body: Any = None) -> Any:
-        params = {"token": self.token} if self.token else None
+        if self.token:
+            url = f"{url}?{urlencode({'token': self.token})}"
+        data = None if body is None else json.dumps(body).encode()
         try:
-            async with self._http().request(method, url, json=body, params=params) as resp:
-                if resp.status >= 500:
-                    raise RasaUnavailable(f"rasa answered {resp.status}")
-                if resp.status >= 400:
-                    text = await resp.text()
-                    raise RasaUnavailable(f"rasa refused the request: {resp.status} {text[:200]}")
-                return await resp.json(content_type=None)
-        except (aiohttp.ClientError, TimeoutError, json.JSONDecodeError) as exc:
+            response = await self._http.request(method, url, data, _JSON_HEADERS if data is not None else None,
+                                                timeout_s=self.timeout_s)
+        except (HttpError, TimeoutError, OSError) as exc:
             raise RasaUnavailable(type(exc).__name__) from exc
+        if response.status >= 500:
+            raise RasaUnavailable(f"rasa answered {response.status}")
+        if response.status >= 400:
+            text = response.body[:200].decode("utf-8", "replace")
+            raise RasaUnavailable(f"rasa refused the request: {response.status} {text}")
+        try:
+            return json.loads(response.body) if response.body else None
+        except ValueError as exc:
+            raise RasaUnavailable("answer is not JSON") from exc
 
     async def send_message(self, sender_id: str, text: str, metadata: dict[str, Any]) -> list[dict[str, Any]]:
         """One learner message through Rasa's REST channel; returns Rasa's replies."""
@@ -67,11 +67,10 @@ class RasaClient:
 
     async def ping(self) -> bool:
         try:
-            async with self._http().get(f"{self.url}/", timeout=aiohttp.ClientTimeout(total=2)) as resp:
-                return resp.status == 200
-        except (aiohttp.ClientError, TimeoutError):
+            response = await self._http.request("GET", f"{self.url}/", timeout_s=2.0)
+        except (HttpError, TimeoutError, OSError):
             return False
+        return response.status == 200
 
     async def close(self) -> None:
-        if self._session is not None and not self._session.closed:
-            await self._session.close()
+        await self._http.close()

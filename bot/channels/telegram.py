@@ -26,7 +26,7 @@ from bot.channels.base import (
     SendResult,
     VerifyError,
 )
-from bot.channels.telegram_http import AiohttpRequest
+from bot.channels.telegram_http import KeepAliveRequest
 from bot.config import Settings
 from bot.text import split_text
 
@@ -98,7 +98,7 @@ class TelegramChannel:
             token=settings.telegram_bot_token,
             base_url=f"{base}/bot",
             base_file_url=f"{base}/file/bot",
-            request=request or AiohttpRequest(connection_pool_size=64),
+            request=request or KeepAliveRequest(connection_pool_size=64),
         )
 
     # -- inbound -------------------------------------------------------------

@@ -1,27 +1,31 @@
-"""An aiohttp transport for python-telegram-bot's `Bot`.
+"""The transport under python-telegram-bot's `Bot`: our keep-alive HTTP/1.1 client.
 
-PTB's default transport (httpx) costs the gateway more CPU per message than the rest of
-the send path; PTB takes any `BaseRequest`, the interface it defines for transports, so
-the `Bot` (and its error handling) stays the official client and only the HTTP layer
-changes. Timeouts map onto aiohttp's: connect, and total as read + write.
+PTB takes any `BaseRequest`, the interface it defines for transports, so the `Bot` (its
+methods, and its error handling that turns 429/403/400 answers into RetryAfter, Forbidden,
+BadRequest) stays the official client and only the HTTP layer changes: PTB's default
+(httpx) and aiohttp each cost more CPU per message than the rest of the send path
+(integrations/http11.py). Requests go as JSON bodies, which the Bot API takes like forms
+(https://core.telegram.org/bots/api#making-requests); a request with files goes as
+multipart/form-data. Timeouts: connect, and the whole request within read + write.
 """
 
 from __future__ import annotations
 
 import json
-from typing import Any
+import uuid
 
-import aiohttp
 from telegram._utils.defaultvalue import DEFAULT_NONE
 from telegram._utils.types import ODVInput
 from telegram.error import NetworkError, TimedOut
 from telegram.request import BaseRequest, RequestData
 
+from integrations.http11 import HttpError, KeepAliveClient
+
 _JSON_HEADERS = {"Content-Type": "application/json"}
 
 
-class AiohttpRequest(BaseRequest):
-    """A pooled aiohttp client behind PTB's transport interface."""
+class KeepAliveRequest(BaseRequest):
+    """Pooled keep-alive connections to the Bot API behind PTB's transport interface."""
 
     def __init__(
         self,
@@ -30,30 +34,21 @@ class AiohttpRequest(BaseRequest):
         write_timeout_s: float = 10.0,
         connect_timeout_s: float = 5.0,
     ) -> None:
-        self._pool_size = connection_pool_size
         self._read_timeout_s = read_timeout_s
         self._write_timeout_s = write_timeout_s
         self._connect_timeout_s = connect_timeout_s
-        self._session: aiohttp.ClientSession | None = None
+        # the Bot API keeps idle connections open for minutes; well under that
+        self._client = KeepAliveClient(connection_pool_size, connect_timeout_s, idle_timeout_s=30.0)
 
     @property
     def read_timeout(self) -> float | None:
         return self._read_timeout_s
 
-    def _client(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=self._pool_size, keepalive_timeout=60),
-                headers={"User-Agent": self.USER_AGENT},
-            )
-        return self._session
-
     async def initialize(self) -> None:
-        self._client()
+        return None
 
     async def shutdown(self) -> None:
-        if self._session is not None and not self._session.closed:
-            await self._session.close()
+        await self._client.close()
 
     @staticmethod
     def _value(given: ODVInput[float], default: float) -> float | None:
@@ -71,28 +66,40 @@ class AiohttpRequest(BaseRequest):
     ) -> tuple[int, bytes]:
         read_s = self._value(read_timeout, self._read_timeout_s)
         write_s = self._value(write_timeout, self._write_timeout_s)
-        total = None if read_s is None or write_s is None else read_s + write_s
-        timeout = aiohttp.ClientTimeout(total=total, sock_connect=self._value(connect_timeout, self._connect_timeout_s))
-        data: Any = None
-        headers = None
+        total_s = None if read_s is None or write_s is None else read_s + write_s
+        body: bytes | None = None
+        headers: dict[str, str] | None = None
         if request_data is not None:
             if request_data.contains_files:
-                form = aiohttp.FormData()
-                for name, value in request_data.json_parameters.items():
-                    form.add_field(name, value)
-                for name, part in request_data.multipart_data.items():
-                    filename, content, mimetype = part[0], part[1], part[2] if len(part) > 2 else None
-                    form.add_field(name, content, filename=filename, content_type=mimetype)
-                data = form
+                body, content_type = _multipart(request_data)
+                headers = {"Content-Type": content_type}
             else:
-                # a JSON body costs less to build than a urlencoded form, and the Bot API takes both:
-                # https://core.telegram.org/bots/api#making-requests
-                data = json.dumps(request_data.parameters).encode()
+                body = json.dumps(request_data.parameters).encode()
                 headers = _JSON_HEADERS
         try:
-            async with self._client().request(method, url, data=data, timeout=timeout, headers=headers) as response:
-                return response.status, await response.read()
+            response = await self._client.request(method, url, body, headers, timeout_s=total_s)
         except TimeoutError as exc:
             raise TimedOut from exc
-        except aiohttp.ClientError as exc:
-            raise NetworkError(f"aiohttp.{type(exc).__name__}: {exc}") from exc
+        except (HttpError, OSError) as exc:
+            raise NetworkError(f"{type(exc).__name__}: {exc}") from exc
+        return response.status, response.body
+
+
+def _multipart(request_data: RequestData) -> tuple[bytes, str]:
+    """The parameters as form fields and the files as file parts (RFC 7578)."""
+    boundary = uuid.uuid4().hex
+    parts: list[bytes] = []
+    for name, value in request_data.json_parameters.items():
+        parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n'.encode()
+                     + value.encode() + b"\r\n")
+    for name, part in request_data.multipart_data.items():
+        filename, content = part[0], part[1]
+        mimetype = part[2] if len(part) > 2 else "application/octet-stream"
+        data = content if isinstance(content, bytes) else content.read()
+        safe_name = str(filename).replace('"', "").replace("\r", "").replace("\n", "")
+        parts.append(
+            f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"; filename="{safe_name}"\r\n'
+            f"Content-Type: {mimetype}\r\n\r\n".encode() + data + b"\r\n"
+        )
+    parts.append(f"--{boundary}--\r\n".encode())
+    return b"".join(parts), f"multipart/form-data; boundary={boundary}"
