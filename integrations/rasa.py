@@ -26,7 +26,9 @@ class RasaClient:
         self._http = KeepAliveClient(limit_per_origin=64, connect_timeout_s=min(3.0, timeout_s), idle_timeout_s=4.0)
 
     def _conversation(self, sender_id: str) -> str:
-        return f"{self.url}/conversations/{quote(sender_id, safe='')}"
+        # ":" and "+" stay as they are ("telegram:123", "whatsapp:+49…"): Rasa does not decode %3A in
+        # the path, and takes the conversation id as written
+        return f"{self.url}/conversations/{quote(sender_id, safe=':+')}"
 
     async def _request(self, method: str, url: str, body: Any = None) -> Any:
         if self.token:

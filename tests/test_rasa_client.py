@@ -1,0 +1,56 @@
+"""The Rasa client on the keep-alive transport: paths Rasa understands, failures as RasaUnavailable."""
+
+from __future__ import annotations
+
+import pytest
+from aiohttp import web
+
+from integrations.rasa import RasaClient, RasaUnavailable
+from tests.doubles import HttpDouble, free_port
+
+
+async def test_conversation_ids_go_into_paths_as_rasa_reads_them() -> None:
+    seen: list[str] = []
+
+    async def tracker(request: web.Request) -> web.Response:
+        seen.append(request.raw_path)
+        return web.json_response({"events": []})
+
+    double = HttpDouble()
+    double.app.router.add_route("*", "/conversations/{tail:.*}", tracker)
+    async with double:
+        client = RasaClient(double.url, timeout_s=2, token="s3cret")
+        try:
+            await client.get_tracker("whatsapp:+4915112345678")
+            await client.append_events("telegram:42", [{"event": "restart"}])
+            await client.get_tracker("web:a b/c")
+        finally:
+            await client.close()
+    assert seen == [
+        "/conversations/whatsapp:+4915112345678/tracker?token=s3cret",
+        "/conversations/telegram:42/tracker/events?token=s3cret",
+        "/conversations/web:a%20b%2Fc/tracker?token=s3cret",
+    ]
+
+
+@pytest.mark.parametrize(("status", "body"), [(500, b"{}"), (400, b'{"message": "bad"}'), (200, b"not json")])
+async def test_bad_answers_are_rasa_unavailable(status: int, body: bytes) -> None:
+    double = HttpDouble()
+    double.app.router.add_post("/webhooks/rest/webhook", lambda r: web.Response(status=status, body=body))
+    async with double:
+        client = RasaClient(double.url, timeout_s=2)
+        try:
+            with pytest.raises(RasaUnavailable):
+                await client.send_message("telegram:1", "hi", {})
+        finally:
+            await client.close()
+
+
+async def test_rasa_down_is_unavailable_and_ping_says_so() -> None:
+    client = RasaClient(f"http://127.0.0.1:{free_port()}", timeout_s=1)
+    try:
+        with pytest.raises(RasaUnavailable):
+            await client.send_message("telegram:1", "hi", {})
+        assert await client.ping() is False
+    finally:
+        await client.close()
