@@ -9,7 +9,7 @@ message we measure the time from the webhook POST to the first reply reaching th
 Printed (JSON): p50/p90/p99/max end-to-end latency, replies received, "trouble" replies (Rasa
 too slow), CPU ms per message of the gateway, of Rasa and of the action server (/proc).
 
-Usage: .venv/bin/python -m bench.gateway_rasa [--rate 30] [--seconds 20] [--db postgres|sqlite]
+Usage: .venv/bin/python -m bench.gateway_rasa [--rate 30] [--seconds 20] [--db postgres|sqlite] [--rasa-servers 2]
        (SANAD_E2E_MODEL=nlu/models/sanad-<hash>.tar.gz to pin a model instead of training)
 """
 
@@ -176,16 +176,15 @@ async def bench(stack: Stack, args: argparse.Namespace) -> dict[str, Any]:
     await first_replies(stack, warm, 60)
 
     n = int(args.rate * args.seconds)
-    cpu0 = {name: group_cpu_s(p.pid) for name, p in
-            (("gateway", stack.gateway), ("rasa", stack.rasa), ("actions", stack.actions))}
+    groups = {"gateway": [stack.gateway], "rasa": [stack.rasa, *stack.more_rasa], "actions": [stack.actions]}
+    cpu0 = {name: sum(group_cpu_s(p.pid) for p in procs) for name, procs in groups.items()}
     metrics0 = await scrape(stack)
     t0 = time.monotonic()
     sent_at = await drive(stack, n, args.rate, first_chat=6_000_000)
     posting_s = time.monotonic() - t0
     firsts = await first_replies(stack, sent_at, 120)
     elapsed_s = time.monotonic() - t0
-    cpu1 = {name: group_cpu_s(p.pid) for name, p in
-            (("gateway", stack.gateway), ("rasa", stack.rasa), ("actions", stack.actions))}
+    cpu1 = {name: sum(group_cpu_s(p.pid) for p in procs) for name, procs in groups.items()}
 
     metrics1 = await scrape(stack)
     # let redelivery (every 5 s in `sanad gateway`) answer what timed out, then look into Rasa's trackers:
@@ -197,6 +196,7 @@ async def bench(stack: Stack, args: argparse.Namespace) -> dict[str, Any]:
     replies_total = sum(1 for m in stack.bot_api.sent if int(m["chat_id"]) in sent_at)
     return {
         "db": args.db,
+        "rasa_servers": args.rasa_servers,
         "rate_per_s": args.rate,
         "messages": n,
         "posting_s": round(posting_s, 2),
@@ -234,11 +234,13 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=30.0, help="messages per second")
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--db", choices=["postgres", "sqlite"], default="postgres")
+    parser.add_argument("--rasa-servers", type=int, default=1,
+                        help="Rasa processes behind RASA_URL (more than one: tracker store in PostgreSQL)")
     parser.add_argument("--settle-s", type=float, default=15.0, help="wait for redelivery before reading trackers")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="sanad-bench-rasa-"))
     # the Bot API double does not throttle, and neither do we: channel limits must not shape the figures
-    stack = Stack(tmp, db=args.db, extra_env={
+    stack = Stack(tmp, db=args.db, rasa_servers=args.rasa_servers, extra_env={
         "TELEGRAM_RATE_PER_S": "1000000", "TELEGRAM_CHAT_RATE_PER_S": "1000000", "RASA_TIMEOUT_S": "10"})
     stack.gateway_command = [str(ROOT / ".venv" / "bin" / "sanad"), "gateway", "--port", str(stack.gateway_port)]
     try:

@@ -158,7 +158,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     local_host = "127.0.0.1" if args.host in ("0.0.0.0", "::", "") else args.host  # noqa: S104  (compared, not bound)
     gateway_url = f"http://{local_host}:{args.port}"
     config_dir = write_endpoints(settings, gateway_url)
-    rasa_port = urlparse(settings.rasa_url).port or 5005
+    # the embedded default runs one Rasa: the first server of RASA_URL (several are for the scaled
+    # deployment, sharing a tracker store in PostgreSQL and a lock store in Redis)
+    rasa_url = settings.rasa_url.split(",")[0].strip()
+    rasa_port = urlparse(rasa_url).port or 5005
     action_port = urlparse(settings.action_server_url).port or 5055
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", SQLALCHEMY_SILENCE_UBER_WARNING="1")
     env.setdefault("SANAD_DEMO_PLATFORM_URL", f"{gateway_url}/demo-platform")
@@ -188,10 +191,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     atexit.register(stop_children)
     os.environ["SANAD_DEMO_PLATFORM_URL"] = env["SANAD_DEMO_PLATFORM_URL"]
+    os.environ["RASA_URL"] = rasa_url
     app = create_app(settings=Settings.from_env())
 
     def announce() -> None:
-        ready = _wait_http(settings.rasa_url + "/status", 300, children[1], _rasa_model_loaded)
+        ready = _wait_http(rasa_url + "/status", 300, children[1], _rasa_model_loaded)
         if ready:
             print(f"[4/4] Sanad is ready: open {gateway_url}/chat  (mentor console: {gateway_url}/console)", flush=True)
             print("      Ctrl-C stops everything.", flush=True)

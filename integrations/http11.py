@@ -35,6 +35,10 @@ class HttpError(Exception):
     """The request did not get a complete HTTP answer (refused, reset, malformed, too large)."""
 
 
+class ConnectError(HttpError):
+    """No connection to the server could be opened: the request was not sent."""
+
+
 @dataclass(frozen=True)
 class Response:
     status: int
@@ -223,7 +227,7 @@ class _Pool:
             if isinstance(exc, TimeoutError):
                 raise
 
-            raise HttpError(f"cannot connect to {self.origin.host}:{self.origin.port}: {exc}") from exc
+            raise ConnectError(f"cannot connect to {self.origin.host}:{self.origin.port}: {exc}") from exc
         return conn
 
     def release(self, conn: _Connection) -> None:

@@ -54,3 +54,38 @@ async def test_rasa_down_is_unavailable_and_ping_says_so() -> None:
         assert await client.ping() is False
     finally:
         await client.close()
+
+
+async def test_several_servers_each_keep_their_conversations_and_a_refusing_one_is_passed_over() -> None:
+    def server(name: str, seen: list[tuple[str, str]]) -> HttpDouble:
+        async def webhook(request: web.Request) -> web.Response:
+            body = await request.json()
+            seen.append((name, body["sender"]))
+            return web.json_response([{"recipient_id": body["sender"], "text": name}])
+
+        double = HttpDouble()
+        double.app.router.add_post("/webhooks/rest/webhook", webhook)
+        double.app.router.add_get("/", lambda r: web.Response(text="Hello from Rasa"))
+        return double
+
+    seen: list[tuple[str, str]] = []
+    first, second = server("a", seen), server("b", seen)
+    senders = [f"telegram:{i}" for i in range(40)]
+    async with first, second:
+        client = RasaClient(f"{first.url}, {second.url}/", timeout_s=2)
+        try:
+            assert await client.ping()
+            for _ in range(2):
+                for sender in senders:
+                    await client.send_message(sender, "hi", {})
+            owner = {}
+            for name, sender in seen:
+                assert owner.setdefault(sender, name) == name  # always the same server
+            assert {name for name, _ in seen} == {"a", "b"}  # and both get conversations
+            await second.stop()
+            seen.clear()
+            answers = [await client.send_message(sender, "hi", {}) for sender in senders]
+            assert {a[0]["text"] for a in answers} == {"a"}  # b refuses connections: a takes its conversations
+            assert not await client.ping()
+        finally:
+            await client.close()

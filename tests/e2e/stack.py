@@ -112,22 +112,29 @@ class Stack:
     """Start, restart and stop the processes; build the env every process shares."""
 
     def __init__(self, tmp: Path, db: str = "postgres", redelivery_interval_s: float = 0.0,
-                 gateway_command: list[str] | None = None, extra_env: dict[str, str] | None = None) -> None:
+                 gateway_command: list[str] | None = None, extra_env: dict[str, str] | None = None,
+                 rasa_servers: int = 1) -> None:
         if db not in ("postgres", "sqlite"):
             raise ValueError("db is postgres or sqlite")
+        if rasa_servers > 1 and db != "postgres":
+            raise ValueError("several Rasa servers share a tracker store in PostgreSQL")
         self.tmp, self.db = tmp, db
         self.run_id = uuid.uuid4().hex[:10]
         self.db_name = f"sanad_e2e_{self.run_id}"
         self.redelivery_interval_s = redelivery_interval_s
-        self.gateway_port, self.rasa_port, self.actions_port = free_port(), free_port(), free_port()
+        self.gateway_port, self.actions_port = free_port(), free_port()
+        self.rasa_ports = [free_port() for _ in range(rasa_servers)]
+        self.rasa_port = self.rasa_ports[0]
         self.gateway_url = f"http://127.0.0.1:{self.gateway_port}"
-        self.rasa_url = f"http://127.0.0.1:{self.rasa_port}"
+        self.rasa_urls = [f"http://127.0.0.1:{port}" for port in self.rasa_ports]
+        self.rasa_url = self.rasa_urls[0]
         self.gateway_command = gateway_command or [PYTHON, "-m", "tests.e2e.stack", "gateway", str(self.gateway_port)]
         self.extra_env = dict(extra_env or {})
         self.doubles: DoublesThread | None = None
         self.gateway: subprocess.Popen[bytes] | None = None
         self.actions: subprocess.Popen[bytes] | None = None
         self.rasa: subprocess.Popen[bytes] | None = None
+        self.more_rasa: list[subprocess.Popen[bytes]] = []  # the second and later Rasa servers
         self.model: Path | None = None
         self.config_dir: Path | None = None
         self.env: dict[str, str] = {}
@@ -169,6 +176,8 @@ class Stack:
             conn = await asyncpg.connect(PG_ADMIN_DSN)
             try:
                 await conn.execute(f'CREATE DATABASE "{self.db_name}"')
+                if len(self.rasa_urls) > 1:
+                    await conn.execute(f'CREATE DATABASE "{self.db_name}_rasa"')
             finally:
                 await conn.close()
         database = Database(self.env["DATABASE_URL"])
@@ -182,6 +191,7 @@ class Stack:
         conn = await asyncpg.connect(PG_ADMIN_DSN)
         try:
             await conn.execute(f'DROP DATABASE IF EXISTS "{self.db_name}" WITH (FORCE)')
+            await conn.execute(f'DROP DATABASE IF EXISTS "{self.db_name}_rasa" WITH (FORCE)')
         finally:
             await conn.close()
         import redis.asyncio as aioredis
@@ -207,10 +217,11 @@ class Stack:
             "SANAD_SECRET_KEY": "e2e-secret-key-0123456789-abcdefghijklmnop",
             "PUBLIC_BASE_URL": self.gateway_url,
             "SANAD_DEMO_PLATFORM_URL": f"{self.gateway_url}/demo-platform",
-            "RASA_URL": self.rasa_url,
+            "RASA_URL": ",".join(self.rasa_urls),
             "RASA_TIMEOUT_S": "15",
             "ACTION_SERVER_URL": f"http://127.0.0.1:{self.actions_port}/webhook",
-            "RASA_TRACKER_STORE_URL": f"sqlite:///{self.tmp / 'rasa_tracker.db'}",
+            "RASA_TRACKER_STORE_URL": (f"sqlite:///{self.tmp / 'rasa_tracker.db'}" if len(self.rasa_urls) == 1
+                                       else f"{PG_BASE}/{self.db_name}_rasa"),
             "TELEGRAM_BOT_TOKEN": TELEGRAM_TOKEN,
             "TELEGRAM_WEBHOOK_SECRET": TELEGRAM_SECRET,
             "TELEGRAM_API_BASE_URL": self.bot_api.url,
@@ -238,11 +249,14 @@ class Stack:
                                    PROJECT_ROOT, "actions.log")
         self.gateway = self._spawn(self.gateway_command, PROJECT_ROOT, "gateway.log")
         self.start_rasa(wait=False)
+        self.start_more_rasa()
         wait_until(lambda: http_get(f"{self.gateway_url}/healthz")[0] in (200, 503), 60, "gateway", self.gateway,
                    self.tmp / "gateway.log")
         wait_until(lambda: http_get(f"http://127.0.0.1:{self.actions_port}/health")[0] == 200, 60, "action server",
                    self.actions, self.tmp / "actions.log")
         self.wait_rasa()
+        for url, proc in zip(self.rasa_urls[1:], self.more_rasa, strict=True):
+            self.wait_rasa(url=url, proc=proc)
         self.timings["start_s"] = time.monotonic() - started
         return self
 
@@ -266,14 +280,26 @@ class Stack:
             self.wait_rasa()
             self.timings["rasa_restart_s"] = time.monotonic() - t0
 
-    def wait_rasa(self, timeout_s: float = 240.0) -> None:
+    def start_more_rasa(self) -> None:
+        """The second and later Rasa servers (they stay up through stop_rasa/start_rasa)."""
+        from bot.rasa_runtime import rasa_command
+
+        if self.model is None or self.config_dir is None:
+            raise RuntimeError("stack not started")
+        for index, port in enumerate(self.rasa_ports[1:], start=2):
+            command = rasa_command(self.settings(), self.model, self.config_dir, port)
+            self.more_rasa.append(self._spawn(command, PROJECT_ROOT / "nlu", f"rasa{index}.out"))
+
+    def wait_rasa(self, timeout_s: float = 240.0, url: str | None = None,
+                  proc: subprocess.Popen[bytes] | None = None) -> None:
         """Rasa answers `GET /` while it still loads the model: ready is when `/status` names a model."""
+        url = url or self.rasa_url
 
         def model_loaded() -> bool:
-            status, body = http_get(f"{self.rasa_url}/status")
+            status, body = http_get(f"{url}/status")
             return status == 200 and bool(json.loads(body).get("model_id"))
 
-        wait_until(model_loaded, timeout_s, "rasa", self.rasa, self.tmp / "rasa.out")
+        wait_until(model_loaded, timeout_s, "rasa", proc or self.rasa, self.tmp / "rasa.out")
 
     def stop_rasa(self) -> None:
         _terminate(self.rasa)
@@ -282,9 +308,10 @@ class Stack:
     # --- tear-down ------------------------------------------------------------------
 
     def stop(self) -> None:
-        for proc in (self.rasa, self.gateway, self.actions):
+        for proc in (self.rasa, *self.more_rasa, self.gateway, self.actions):
             _terminate(proc)
         self.rasa = self.gateway = self.actions = None
+        self.more_rasa = []
         if self.doubles is not None:
             self.doubles.stop()
             self.doubles = None
