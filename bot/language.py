@@ -159,10 +159,12 @@ def detect_language(text: str, hint: str | None = None) -> tuple[str | None, flo
             return _arabic_script(stripped, hint_code)
 
     latin_code, latin_confidence = _latin_arabic_or_persian(words)
+    if latin_code is not None and (latin_confidence >= 0.75 or len(words) < 5):
+        return latin_code, latin_confidence  # sure enough that lingua could not overrule it
     code, confidence = _lingua(stripped)
     if latin_code is not None:
         # one dialect-looking word in a long sentence lingua is sure of is a coincidence
-        if not (latin_confidence < 0.75 and len(words) >= 5 and confidence >= 0.7):
+        if not (len(words) >= 5 and confidence >= 0.7):
             return latin_code, latin_confidence
     if letters < SHORT_TEXT_LETTERS:
         # "ok", "merci", "hallo": lingua is unsure and the platform usually knows better
