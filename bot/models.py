@@ -135,6 +135,20 @@ class Outbox(Base):
 
 # --- linking a chat to a learner ------------------------------------------
 
+class EarlyReceipt(Base):
+    """A provider's delivery status that arrived before the send's outcome (and its provider id)
+    was stored; the worker applies it once the id is there (bot/sending.py)."""
+
+    __tablename__ = "early_receipts"
+
+    id: Mapped[int] = mapped_column(PK, primary_key=True, autoincrement=True)
+    channel: Mapped[str] = mapped_column(String(16))
+    provider_id: Mapped[str] = mapped_column(String(128), index=True)
+    status: Mapped[str] = mapped_column(String(16))
+    error_code: Mapped[str | None] = mapped_column(String(16))
+    received_at: Mapped[datetime] = mapped_column(TS, default=utcnow)
+
+
 class LinkToken(Base):
     """Single-use token (and short code) that links a contact to a learner."""
 

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select, text, update
+from sqlalchemy import delete, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot import metrics
@@ -43,7 +43,7 @@ from bot.catalogue import Button, normalise_language
 from bot.channels.base import OutboundMessage, SendError, SendErrorKind, SendResult, Template
 from bot.config import Settings
 from bot.db import as_utc, utcnow
-from bot.models import Contact, Outbox, Reminder
+from bot.models import Contact, EarlyReceipt, Outbox, Reminder
 from bot.services import Services
 
 log = logging.getLogger(__name__)
@@ -474,6 +474,47 @@ async def stop_contact(session: AsyncSession, contact_id: int) -> None:
 
 
 # --- delivery status callbacks --------------------------------------------------------
+
+EARLY_RECEIPT_MAX_AGE = timedelta(hours=1)
+
+
+async def receive_delivery_status(
+    services: Services, channel: str, provider_id: str, status: str, error_code: str | None
+) -> bool:
+    """A provider's status callback: recorded on its outbox row, or kept as an early receipt when
+    the row does not carry the provider id yet (the callback overtook the send's outcome);
+    returns whether the row was found."""
+    if await record_delivery_status(services, channel, provider_id, status, error_code):
+        return True
+    async with services.db.session() as session:
+        session.add(EarlyReceipt(channel=channel, provider_id=provider_id[:128], status=(status or "")[:16],
+                                 error_code=str(error_code)[:16] if error_code else None))
+    return False
+
+
+async def apply_early_receipts(services: Services, limit: int = 500) -> int:
+    """Record the early receipts whose message now has its provider id (worker); receipts that
+    matched nothing for an hour are dropped. Returns how many were recorded."""
+    now = utcnow()
+    async with services.db.session() as session:
+        receipts = list((await session.execute(
+            select(EarlyReceipt).order_by(EarlyReceipt.id).limit(limit)
+        )).scalars())
+    applied = 0
+    done: list[int] = []
+    for receipt in receipts:
+        if await record_delivery_status(
+            services, receipt.channel, receipt.provider_id, receipt.status, receipt.error_code
+        ):
+            applied += 1
+            done.append(receipt.id)
+        elif as_utc(receipt.received_at) < now - EARLY_RECEIPT_MAX_AGE:
+            done.append(receipt.id)
+    if done:
+        async with services.db.session() as session:
+            await session.execute(delete(EarlyReceipt).where(EarlyReceipt.id.in_(done)))
+    return applied
+
 
 async def record_delivery_status(
     services: Services, channel: str, provider_id: str, status: str, error_code: str | None

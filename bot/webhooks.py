@@ -153,10 +153,10 @@ async def handle_status(services: Services, scope: Scope, body: bytes) -> tuple[
         return exc.status, {"error": "forbidden"}
     except ParseError as exc:
         return 400, {"error": "bad request", "detail": str(exc)}
-    from bot.sending import record_delivery_status
+    from bot.sending import receive_delivery_status
 
     try:
-        known = await record_delivery_status(services, "whatsapp", sid, status, error_code)
+        known = await receive_delivery_status(services, "whatsapp", sid, status, error_code)
     except (SQLAlchemyError, asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
         log.exception("status callback could not be stored")
         return 503, {"error": "temporarily unavailable"}

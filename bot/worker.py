@@ -10,7 +10,7 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from bot import pipeline
-from bot.sending import OutboxSender
+from bot.sending import OutboxSender, apply_early_receipts
 from bot.services import Services
 
 log = logging.getLogger(__name__)
@@ -31,6 +31,10 @@ async def redeliver(services: Services) -> None:
     await pipeline.redeliver_pending(services)
 
 
+async def early_receipts(services: Services) -> None:
+    await apply_early_receipts(services)
+
+
 def jobs() -> list[tuple[str, Job, float]]:
     """(name, job, interval in seconds) of every periodic job."""
     from bot.mentoring import sla
@@ -43,6 +47,7 @@ def jobs() -> list[tuple[str, Job, float]]:
         ("handoff_sla", sla.job, 15.0),
         ("retention", retention.job, 3600.0),
         ("redeliver", redeliver, 5.0),
+        ("early_receipts", early_receipts, 5.0),
     ]
 
 

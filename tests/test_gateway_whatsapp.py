@@ -159,3 +159,34 @@ async def test_status_callback_updates_the_stored_message(gateway: Gateway) -> N
     forged = await gateway.whatsapp({"MessageSid": sid, "MessageStatus": "failed"}, path="/webhooks/whatsapp/status",
                                     signature="nope")
     assert forged.status_code == 403
+
+
+async def test_a_status_callback_that_overtakes_the_send_outcome_is_applied_later(gateway: Gateway) -> None:
+    from datetime import timedelta
+
+    from sqlalchemy import update
+
+    from bot.db import utcnow
+    from bot.models import EarlyReceipt
+    from bot.sending import apply_early_receipts
+
+    await gateway.whatsapp(inbound())
+    await gateway.settle()
+    out = (await rows(gateway, Outbox))[0]
+    early_sid = "SM" + "9" * 32
+    for status in ("sent", "delivered"):  # Twilio's callbacks, before we stored the message's SID
+        response = await gateway.whatsapp({"MessageSid": early_sid, "MessageStatus": status, "AccountSid": "AC"},
+                                          path="/webhooks/whatsapp/status")
+        assert response.status_code == 200 and response.json()["known"] is False
+    stray = await gateway.whatsapp({"MessageSid": "SM" + "8" * 32, "MessageStatus": "read", "AccountSid": "AC"},
+                                   path="/webhooks/whatsapp/status")
+    assert stray.json()["known"] is False
+    assert len(await rows(gateway, EarlyReceipt)) == 3
+    async with gateway.services.db.session() as s:
+        await s.execute(update(Outbox).where(Outbox.id == out.id).values(provider_id=early_sid, delivery_status="sent"))
+        # the stray one has waited for its message longer than anyone should
+        await s.execute(update(EarlyReceipt).where(EarlyReceipt.provider_id == "SM" + "8" * 32)
+                        .values(received_at=utcnow() - timedelta(hours=2)))
+    assert await apply_early_receipts(gateway.services) == 2
+    assert (await rows(gateway, Outbox))[0].delivery_status == "delivered"
+    assert await rows(gateway, EarlyReceipt) == []
