@@ -317,6 +317,25 @@ async def test_sla_closes_idle_conversations(services: Services) -> None:
     assert any("eine Weile still" in t for t in texts)
 
 
+async def test_an_idle_close_spares_a_conversation_the_learner_just_wrote_to(services: Services) -> None:
+    """The learner writes while the timer is about to close: under the lease the close sees it."""
+    from dataclasses import replace
+
+    from bot.models import InboundMessage
+
+    services.settings = replace(services.settings, handoff_idle_timeout_s=600.0)
+    cid = await make_contact(services, "telegram:23", "en")
+    await escalate(services, cid)
+    async with services.db.session() as s:
+        h = (await s.execute(select(Handoff).where(Handoff.contact_id == cid))).scalar_one()
+        h.last_activity_at = utcnow() - timedelta(hours=1)
+        # accepted by the webhook a moment ago, not yet routed to the mentor
+        s.add(InboundMessage(contact_id=cid, channel="telegram", dedup_key="telegram:idle-race", kind="text",
+                             text="are you still there?", status="received"))
+    await sla.job(services)
+    assert await contact_mode(services, cid) == "waiting"  # still with the mentors
+
+
 async def test_sqlite_embedded_default_works_too(sqlite_services: Services) -> None:
     cid = await make_contact(sqlite_services, language="en")
     await escalate(sqlite_services, cid)

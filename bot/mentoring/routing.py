@@ -12,9 +12,10 @@ import logging
 import re
 import unicodedata
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot import contact_lease
@@ -153,11 +154,15 @@ async def deliver(services: Services, outbox_ids: list[int]) -> None:
 
 
 async def end_handoff(
-    services: Services, handoff_id: int, outcome: str, *, actor: str, expect_open: bool = True
+    services: Services, handoff_id: int, outcome: str, *, actor: str, expect_open: bool = True,
+    idle_since: datetime | None = None,
 ) -> bool:
     """Resolve / hand back / time out a hand-off in its own transaction, holding the contact's lease
     (so no learner message is mid-way between mentor and bot), tell the learner and Rasa.
-    Returns False when it was already closed (and `expect_open` is False)."""
+    Returns False when it was already closed (and `expect_open` is False).
+
+    With `idle_since` (the idle timeout) it closes only if, under the lease, the conversation is
+    still idle: no activity since then and no learner message waiting to reach the mentor."""
     async with services.db.session() as session:
         handoff = await session.get(Handoff, handoff_id)
         contact = await session.get(Contact, handoff.contact_id) if handoff is not None else None
@@ -172,6 +177,8 @@ async def end_handoff(
                 handoff = await session.get(Handoff, handoff_id, populate_existing=True)
                 if handoff is None:
                     raise HandoffError("unknown conversation")
+                if idle_since is not None and not await _still_idle(session, handoff, idle_since):
+                    return False
                 closed = await close(services, session, handoff, outcome, actor=actor)
         except HandoffError:
             if expect_open:
@@ -181,6 +188,16 @@ async def end_handoff(
     if closed.outbox_id is not None:
         await deliver(services, [closed.outbox_id])
     return True
+
+
+async def _still_idle(session: AsyncSession, handoff: Handoff, since: datetime) -> bool:
+    if as_utc(handoff.last_activity_at) >= as_utc(since):
+        return False
+    waiting = (await session.execute(
+        select(InboundMessage.id).where(InboundMessage.contact_id == handoff.contact_id,
+                                        InboundMessage.status == "received").limit(1)
+    )).first()
+    return waiting is None
 
 
 async def add_note(services: Services, session: AsyncSession, handoff: Handoff, mentor: Mentor, text: str) -> None:

@@ -81,7 +81,7 @@ async def close_idle(services: Services) -> int:
         ).scalars().all()
     closed = 0
     for handoff_id in idle:
-        if await end_handoff(services, handoff_id, "idle", actor="system", expect_open=False):
+        if await end_handoff(services, handoff_id, "idle", actor="system", expect_open=False, idle_since=cutoff):
             closed += 1
     if closed:
         log.info("closed %d idle hand-off(s)", closed)
