@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -17,6 +15,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase, configure_mappers
 from sqlalchemy.orm.instrumentation import manager_of_class
+
+from integrations.pooling import ConnectionPool, PoolClosed
 
 # connections of the raw pool per process (the SQLAlchemy pool is separate)
 RAW_POOL_SIZE = 12
@@ -149,19 +149,14 @@ class StatementPool:
     """
 
     def __init__(self, connect: Callable[[], Awaitable[Any]], max_size: int) -> None:
-        if max_size < 1:
-            raise ValueError("max_size must be at least 1")
-        self._connect = connect
-        self._max_size = max_size
-        self._idle: list[Any] = []
-        self._waiters: deque[asyncio.Future[Any]] = deque()
-        self._open = 0
-        self._closed = False
+        self._pool: ConnectionPool[Any] = ConnectionPool(
+            connect, max_size, is_usable=lambda conn: not conn.is_closed(), close_connection=_terminate
+        )
 
     @property
     def size(self) -> int:
         """Connections open now (idle or running a statement)."""
-        return self._open
+        return self._pool.open
 
     async def fetch(self, sql: str, *args: Any) -> list[Any]:
         return await self._run("fetch", sql, args)  # type: ignore[no-any-return]
@@ -176,7 +171,10 @@ class StatementPool:
         return await self._run("execute", sql, args)  # type: ignore[no-any-return]
 
     async def _run(self, method: str, sql: str, args: tuple[Any, ...]) -> Any:
-        conn = await self._acquire()
+        try:
+            conn = await self._pool.acquire()
+        except PoolClosed as exc:
+            raise asyncpg.InterfaceError("the statement pool is closed") from exc
         reusable = False
         try:
             result = await getattr(conn, method)(sql, *args)
@@ -186,67 +184,20 @@ class StatementPool:
             reusable = True  # the server refused this statement; the connection is in sync
             raise
         finally:
-            self._release(conn, reusable)
-
-    async def _acquire(self) -> Any:
-        while True:
-            if self._closed:
-                raise asyncpg.InterfaceError("the statement pool is closed")
-            if self._idle:
-                return self._idle.pop()
-            if self._open < self._max_size:
-                self._open += 1
-                try:
-                    return await self._connect()
-                except BaseException:
-                    self._open -= 1
-                    self._hand_over(None)  # a waiter may try to open one in our place
-                    raise
-            waiter: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-            self._waiters.append(waiter)
-            try:
-                conn = await waiter
-            except asyncio.CancelledError:
-                if waiter.done() and not waiter.cancelled() and waiter.result() is not None:
-                    self._hand_over(waiter.result())  # handed to us just as we were cancelled
-                raise
-            if conn is not None:
-                return conn
-            # None: a connection closed and freed its slot; go round and open one
-
-    def _release(self, conn: Any, reusable: bool) -> None:
-        if not reusable or self._closed or conn.is_closed():
-            self._open -= 1
-            if not conn.is_closed():
-                conn.terminate()
-            self._hand_over(None)
-            return
-        self._hand_over(conn)
-
-    def _hand_over(self, conn: Any) -> None:
-        """Give `conn` (or a free slot, None) to the oldest waiter still waiting, else keep it idle."""
-        while self._waiters:
-            waiter = self._waiters.popleft()
-            if not waiter.done():
-                waiter.set_result(conn)
-                return
-        if conn is not None:
-            self._idle.append(conn)
+            self._pool.release(conn, reusable)
 
     async def close(self) -> None:
         """Close the idle connections; those running a statement close when it ends."""
-        self._closed = True
-        idle, self._idle = self._idle, []
-        for conn in idle:
-            self._open -= 1
+        for conn in self._pool.close():
             try:
                 await conn.close(timeout=5)
             except (OSError, asyncpg.InterfaceError, TimeoutError):
                 conn.terminate()
-        while self._waiters:
-            waiter = self._waiters.popleft()
-            if not waiter.done():
-                waiter.set_exception(asyncpg.InterfaceError("the statement pool is closed"))
+
+
+def _terminate(conn: Any) -> None:
+    if not conn.is_closed():
+        conn.terminate()
 
 
 async def _init_raw_connection(conn: asyncpg.Connection) -> None:

@@ -19,13 +19,15 @@ from __future__ import annotations
 import asyncio
 import ssl
 import time
-from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 from urllib.parse import urlsplit
 
 import httptools
+
+from integrations.pooling import ConnectionPool, PoolClosed
 
 USER_AGENT = b"Sanad"
 MAX_BODY_BYTES = 16 * 1024 * 1024
@@ -173,94 +175,19 @@ class _Connection(asyncio.Protocol):
             "chunked" not in self._headers.get("transfer-encoding", "").lower())
 
 
-class _Pool:
-    """Keep-alive connections to one origin, at most `limit` open."""
-
-    def __init__(self, origin: Origin, limit: int, ssl_context: ssl.SSLContext | None) -> None:
-        self.origin = origin
-        self.limit = limit
-        self.ssl_context = ssl_context
-        self.idle: list[_Connection] = []
-        self.waiters: deque[asyncio.Future[_Connection | None]] = deque()
-        self.open = 0
-        self.closed = False
-
-    async def acquire(self, connect_timeout_s: float, idle_timeout_s: float) -> _Connection:
-        while True:
-            if self.closed:
-                raise HttpError("client closed")
-            while self.idle:
-                conn = self.idle.pop()
-                if conn.usable and time.monotonic() - conn.idle_since < idle_timeout_s:
-                    return conn
-                self.discard(conn)  # the server may have dropped it: never send into a stale connection
-            if self.open < self.limit:
-                self.open += 1
-                try:
-                    return await self._connect(connect_timeout_s)
-                except BaseException:
-                    self.open -= 1
-                    self._hand_over(None)
-                    raise
-            waiter: asyncio.Future[_Connection | None] = asyncio.get_running_loop().create_future()
-            self.waiters.append(waiter)
-            try:
-                handed = await waiter
-            except asyncio.CancelledError:
-                if waiter.done() and not waiter.cancelled() and waiter.result() is not None:
-                    self._hand_over(waiter.result())
-                raise
-            if handed is not None:
-                return handed
-            # None: a connection closed and freed its slot; go round and open one
-
-    async def _connect(self, timeout_s: float) -> _Connection:
-        loop = asyncio.get_running_loop()
-        server_hostname = self.origin.host if self.ssl_context is not None else None
-        try:
-            async with asyncio.timeout(timeout_s):
-                _, conn = await loop.create_connection(
-                    _Connection, self.origin.host, self.origin.port, ssl=self.ssl_context,
-                    server_hostname=server_hostname,
-                )
-        except (OSError, ssl.SSLError) as exc:  # TimeoutError (an OSError) goes to the caller as it is
-            if isinstance(exc, TimeoutError):
-                raise
-
-            raise ConnectError(f"cannot connect to {self.origin.host}:{self.origin.port}: {exc}") from exc
-        return conn
-
-    def release(self, conn: _Connection) -> None:
-        if conn.usable and not self.closed:
-            self._hand_over(conn)
-        else:
-            self.discard(conn)
-
-    def discard(self, conn: _Connection) -> None:
-        conn.close()
-        self.open -= 1
-        self._hand_over(None)
-
-    def _hand_over(self, conn: _Connection | None) -> None:
-        while self.waiters:
-            waiter = self.waiters.popleft()
-            if not waiter.done():
-                waiter.set_result(conn)
-                return
-        if conn is not None:
-            self.idle.append(conn)
-
-    def close(self) -> None:
-        """Close the idle connections; those in use close when their request ends."""
-        self.closed = True
-        for conn in self.idle:
-            conn.close()
-        self.open -= len(self.idle)
-        self.idle.clear()
-        while self.waiters:
-            waiter = self.waiters.popleft()
-            if not waiter.done():
-                waiter.set_exception(HttpError("client closed"))
+async def _connect(origin: Origin, ssl_context: ssl.SSLContext | None, timeout_s: float) -> _Connection:
+    loop = asyncio.get_running_loop()
+    try:
+        async with asyncio.timeout(timeout_s):
+            _, conn = await loop.create_connection(
+                _Connection, origin.host, origin.port, ssl=ssl_context,
+                server_hostname=origin.host if ssl_context is not None else None,
+            )
+    except (OSError, ssl.SSLError) as exc:  # TimeoutError (an OSError) goes to the caller as it is
+        if isinstance(exc, TimeoutError):
+            raise
+        raise ConnectError(f"cannot connect to {origin.host}:{origin.port}: {exc}") from exc
+    return conn
 
 
 class KeepAliveClient:
@@ -279,16 +206,23 @@ class KeepAliveClient:
         # never goes into a connection the server is about to drop
         self.idle_timeout_s = idle_timeout_s
         self._ssl_context = ssl_context
-        self._pools: dict[Origin, _Pool] = {}
+        self._pools: dict[Origin, ConnectionPool[_Connection]] = {}
         self._targets: dict[str, tuple[Origin, str]] = {}
 
-    def _pool(self, origin: Origin) -> _Pool:
+    def _pool(self, origin: Origin) -> ConnectionPool[_Connection]:
         pool = self._pools.get(origin)
         if pool is None:
             context = None
             if origin.scheme == "https":
                 context = self._ssl_context or ssl.create_default_context()
-            pool = self._pools[origin] = _Pool(origin, self.limit, context)
+
+            def fresh(conn: _Connection) -> bool:
+                # never send into a connection the server may be dropping
+                return conn.usable and time.monotonic() - conn.idle_since < self.idle_timeout_s
+
+            pool = self._pools[origin] = ConnectionPool(
+                partial(_connect, origin, context, self.connect_timeout_s), self.limit, fresh, _Connection.close
+            )
         return pool
 
     def _target(self, url: str) -> tuple[Origin, str]:
@@ -318,7 +252,10 @@ class KeepAliveClient:
         payload = b"".join(head) + b"\r\n" + (body or b"")
         pool = self._pool(origin)
         async with asyncio.timeout(timeout_s):
-            conn = await pool.acquire(self.connect_timeout_s, self.idle_timeout_s)
+            try:
+                conn = await pool.acquire()
+            except PoolClosed as exc:
+                raise HttpError("client closed") from exc
             try:
                 response = await conn.exchange(payload)
             except BaseException:
@@ -331,9 +268,10 @@ class KeepAliveClient:
         """Close the idle connections (those in use close when their request ends); a later request
         opens new ones."""
         for pool in self._pools.values():
-            pool.close()
+            for conn in pool.close():
+                conn.close()
         self._pools.clear()
 
     def _stats(self) -> dict[str, Any]:
         """Open and idle connections per origin (tests)."""
-        return {f"{o.host}:{o.port}": {"open": p.open, "idle": len(p.idle)} for o, p in self._pools.items()}
+        return {f"{o.host}:{o.port}": {"open": p.open, "idle": p.idle} for o, p in self._pools.items()}

@@ -92,8 +92,7 @@ async def test_a_connection_the_server_closed_is_replaced() -> None:
         await admin.execute("SELECT pg_terminate_backend($1)", pid)
         await admin.close()
         await asyncio.sleep(0.1)
-        with pytest.raises((asyncpg.PostgresError, asyncpg.InterfaceError, OSError)):
-            await pool.fetchval("SELECT 1")
+        # the pool sees the connection closed before lending it again: the next statement runs on a new one
         assert await pool.fetchval("SELECT pg_backend_pid()") != pid
         assert len(opener.opened) == 2
     finally:
