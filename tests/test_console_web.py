@@ -11,6 +11,7 @@ import httpx
 import pytest
 from sqlalchemy import select
 
+from bot.catalogue import get_catalogue
 from bot.db import utcnow
 from bot.mentoring.accounts import add_mentor
 from bot.mentoring.audit import subject_ref
@@ -92,7 +93,9 @@ async def test_login_sets_a_hardened_cookie_and_wrong_password_fails(gateway: Ga
     cookie = response.headers["set-cookie"].lower()
     assert "httponly" in cookie and "samesite=lax" in cookie and "secure" in cookie
     page = await console.get("/console")
-    assert page.status_code == 200 and "Waiting" in page.text
+    # the console speaks the mentor's first language ("ar,en"): see tests/test_console_i18n.py
+    assert page.status_code == 200 and 'lang="ar" dir="rtl"' in page.text
+    assert get_catalogue().text("console_waiting", "ar") in page.text
     logout = await console.post("/console/logout", data={"csrf_token": csrf_of(page.text)})
     assert logout.status_code == 303
     assert (await console.get("/console")).status_code == 303

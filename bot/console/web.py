@@ -2,6 +2,8 @@
 
 Plain server-rendered HTML (Jinja2) with a little vanilla JS; every form carries a
 CSRF token; every read of a learner's record and every reply goes to the audit log.
+Every string a mentor sees comes from the catalogue in the mentor's console language
+(`bot/console/i18n.py`); learner content is shown as written.
 The process's `Services` is `request.app.state.services`.
 """
 
@@ -27,7 +29,7 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
-from bot.config import RTL_LANGUAGES
+from bot.config import DEFAULT_LANGUAGE, LANGUAGES, RTL_LANGUAGES
 from bot.console.auth import (
     LOGIN_MAX_PER_EMAIL,
     LOGIN_MAX_PER_IP,
@@ -40,7 +42,8 @@ from bot.console.auth import (
     read_session,
     write_session,
 )
-from bot.db import as_utc, utcnow
+from bot.console.i18n import LANG_COOKIE, LANG_COOKIE_MAX_AGE_S, UI, text, ui_language
+from bot.db import as_utc
 from bot.mentoring.accounts import find_by_email, verify_password
 from bot.mentoring.audit import audit, mentor_actor
 from bot.mentoring.events import CONSOLE_CHANNEL
@@ -58,20 +61,49 @@ templates = Jinja2Templates(directory=str(HERE / "templates"))
 SSE_KEEPALIVE_S = 15.0
 TRANSCRIPT_LIMIT = 300
 MEDIA_MAX_BYTES = 25 * 1024 * 1024
-# mentor-facing notices (the console is for staff; learner-facing text lives in the catalogue)
+# `?notice=` codes -> their catalogue keys (every console string is a `console_…` key, in five languages)
 NOTICES: dict[str, str] = {
-    "claimed": "You have this conversation now.",
-    "taken": "Someone else claimed this conversation first.",
-    "sent": "Reply queued for sending.",
-    "template": "Outside WhatsApp's 24-hour window: the approved “a mentor has replied” template was sent instead. "
-                "Your text can go out once the learner answers.",
-    "noted": "Note saved.",
-    "resolved": "Resolved: the learner is back with the assistant.",
-    "handed_back": "Handed back to the assistant.",
-    "transferred": "Transferred.",
-    "duty_on": "You are on duty.",
-    "duty_off": "You are off duty.",
+    "claimed": "console_notice_claimed",
+    "taken": "console_notice_taken",
+    "sent": "console_notice_sent",
+    "template": "console_notice_template",
+    "noted": "console_notice_noted",
+    "resolved": "console_notice_resolved",
+    "handed_back": "console_notice_handed_back",
+    "transferred": "console_notice_transferred",
+    "duty_on": "console_notice_duty_on",
+    "duty_off": "console_notice_duty_off",
 }
+# HandoffError messages (bot/mentoring, shown after `?error=`) -> their catalogue keys; another shows as it is
+ERRORS: dict[str, str] = {
+    "contact not found": "console_error_contact_not_found",
+    "not allowed": "console_error_not_allowed",
+    "already closed": "console_error_already_closed",
+    "only a conversation with a mentor can be transferred": "console_error_transfer_state",
+    "not your conversation": "console_error_not_yours",
+    "unknown mentor": "console_error_unknown_mentor",
+    "that mentor does not speak the learner's language": "console_error_mentor_language",
+    "the conversation changed meanwhile": "console_error_changed",
+    "empty reply": "console_error_empty_reply",
+    "reply too long (4000 characters at most)": "console_error_reply_too_long",
+    "claim the conversation before replying": "console_error_claim_before_reply",
+    "outside WhatsApp's 24-hour window and no mentor-reply template is configured": "console_error_no_template",
+    "unknown conversation": "console_error_no_conversation",
+    "empty note": "console_error_empty_note",
+    "choose a mentor": "console_error_choose_mentor",
+}
+
+
+def notice_text(code: str | None, language: str) -> str | None:
+    key = NOTICES.get(code or "")
+    return text(key, language) if key else None
+
+
+def error_text(message: str | None, language: str) -> str | None:
+    if not message:
+        return None
+    key = ERRORS.get(message)
+    return text(key, language) if key else message
 
 
 def services_of(request: Request) -> Services:
@@ -87,6 +119,7 @@ class Ctx:
 
     mentor: Mentor
     session: dict[str, Any]
+    lang: str = DEFAULT_LANGUAGE  # the console's language for this mentor and request
 
     @property
     def csrf(self) -> str:
@@ -107,7 +140,7 @@ async def require_mentor(request: Request) -> Ctx:
         mentor = await session.get(Mentor, mentor_id)
     if mentor is None or not mentor.active:
         raise LoginRequired
-    return Ctx(mentor=mentor, session=data)
+    return Ctx(mentor=mentor, session=data, lang=ui_language(request, mentor))
 
 
 async def checked_form(request: Request, ctx: Ctx) -> FormData:
@@ -115,7 +148,7 @@ async def checked_form(request: Request, ctx: Ctx) -> FormData:
     form = await request.form()
     token = form.get("csrf_token")
     if not csrf_ok(ctx.session, token if isinstance(token, str) else request.headers.get("x-csrf-token")):
-        raise HTTPException(403, "CSRF token missing or wrong")
+        raise HTTPException(403, text("console_error_csrf", ctx.lang))
     return form
 
 
@@ -124,29 +157,16 @@ def login_redirect() -> RedirectResponse:
 
 
 def render(request: Request, name: str, context: dict[str, Any], status_code: int = 200) -> HTMLResponse:
-    return templates.TemplateResponse(request, name, context, status_code=status_code)
+    """A console page in the UI language of the request (its mentor's, `context["me"]`, if signed in)."""
+    me = context.get("me")
+    ui = UI(ui_language(request, me if isinstance(me, Mentor) else None))
+    return templates.TemplateResponse(request, name, {"ui": ui, "t": ui.t, **context}, status_code=status_code)
 
 
 def go(url: str, notice: str | None = None) -> RedirectResponse:
     return RedirectResponse(url + (f"?notice={notice}" if notice else ""), status_code=303)
 
 
-def ago(moment: datetime | None, now: datetime | None = None) -> str:
-    """"3 min" / "2 h 5 min" / "1 d 4 h"."""
-    if moment is None:
-        return ""
-    seconds = int(((now or utcnow()) - as_utc(moment)).total_seconds())
-    minutes = max(0, seconds // 60)
-    if minutes < 60:
-        return f"{minutes} min"
-    hours, minutes = divmod(minutes, 60)
-    if hours < 24:
-        return f"{hours} h {minutes} min"
-    days, hours = divmod(hours, 24)
-    return f"{days} d {hours} h"
-
-
-templates.env.globals["ago"] = ago
 templates.env.globals["RTL"] = RTL_LANGUAGES
 
 
@@ -176,21 +196,22 @@ async def login_submit(request: Request) -> Response:
     data = read_session(request, svc.settings)
     form = await request.form()
     token = form.get("csrf_token")
+    lang = ui_language(request)
     if not csrf_ok(data, token if isinstance(token, str) else None):
-        raise HTTPException(403, "CSRF token missing or wrong")
+        raise HTTPException(403, text("console_error_csrf", lang))
     email = str(form.get("email") or "").strip()
     password = str(form.get("password") or "")
     ip_hits = await svc.coord.hit(f"console-login:ip:{client_ip(request)}", LOGIN_WINDOW_S)
     email_hits = await svc.coord.hit(f"console-login:email:{email_bucket(email)}", LOGIN_WINDOW_S)
     if ip_hits > LOGIN_MAX_PER_IP or email_hits > LOGIN_MAX_PER_EMAIL:
         return render(request, "login.html",
-                      {"csrf": data.get("c"), "error": "Too many attempts. Please wait 15 minutes and try again."},
+                      {"csrf": data.get("c"), "error": text("console_login_too_many", lang)},
                       status_code=429)
     async with svc.db.session() as session:
         mentor = await find_by_email(session, email) if email else None
     ok = await verify_password(mentor.password_hash if mentor else None, password)
     if mentor is None or not ok or not mentor.active:
-        return render(request, "login.html", {"csrf": data.get("c"), "error": "Wrong e-mail or password."},
+        return render(request, "login.html", {"csrf": data.get("c"), "error": text("console_login_wrong", lang)},
                       status_code=401)
     await svc.coord.reset_hits(f"console-login:email:{email_bucket(email)}")
     async with svc.db.session() as session:
@@ -209,6 +230,23 @@ async def logout(request: Request) -> Response:
     await checked_form(request, ctx)
     response = login_redirect()
     clear_session(response, svc.settings)
+    return response
+
+
+def _safe_next(target: str | None) -> str:
+    """Only a console path (never another site) to go back to after switching the language."""
+    if not target or not target.startswith("/console") or any(ch in target for ch in "\\\r\n"):
+        return "/console"
+    return target
+
+
+async def set_language(request: Request) -> Response:
+    """The header's language switcher: remember the choice in a cookie and go back to the page."""
+    code = str(request.path_params["code"]).lower()
+    response = RedirectResponse(_safe_next(request.query_params.get("next")), status_code=303)
+    if code in LANGUAGES:
+        response.set_cookie(LANG_COOKIE, code, max_age=LANG_COOKIE_MAX_AGE_S, path="/console", httponly=True,
+                            samesite="lax", secure=services_of(request).settings.public_base_url.startswith("https://"))
     return response
 
 
@@ -264,7 +302,7 @@ async def queue_page(request: Request) -> Response:
     waiting, mine = await queue_items(services_of(request), ctx.mentor)
     return render(request, "queue.html", {
         "me": ctx.mentor, "csrf": ctx.csrf, "waiting": waiting, "mine": mine,
-        "notice": NOTICES.get(request.query_params.get("notice", "")),
+        "notice": notice_text(request.query_params.get("notice"), ctx.lang),
     })
 
 
@@ -318,9 +356,9 @@ async def load_handoff(svc: Services, ctx: Ctx, handoff_id: int) -> tuple[Handof
         handoff = await session.get(Handoff, handoff_id)
         contact = await session.get(Contact, handoff.contact_id) if handoff else None
     if handoff is None or contact is None:
-        raise HTTPException(404, "No such conversation")
+        raise HTTPException(404, text("console_error_no_conversation", ctx.lang))
     if not can_see(ctx.mentor, handoff):
-        raise HTTPException(403, "This conversation is not in your languages or not yours")
+        raise HTTPException(403, text("console_error_not_visible", ctx.lang))
     return handoff, contact
 
 
@@ -383,8 +421,8 @@ async def conversation_page(request: Request) -> Response:
         "record": record, "notes": notes, "colleagues": colleagues, "holder": holder,
         "outside_window": outside_whatsapp_window(contact),
         "can_act": handoff.state == "with_mentor" and (handoff.mentor_id == ctx.mentor.id or ctx.mentor.role == "lead"),
-        "notice": NOTICES.get(request.query_params.get("notice", "")),
-        "error": request.query_params.get("error"),
+        "notice": notice_text(request.query_params.get("notice"), ctx.lang),
+        "error": error_text(request.query_params.get("error"), ctx.lang),
         "dir": text_dir(contact.language),
     })
 
@@ -397,7 +435,7 @@ async def transcript_fragment(request: Request) -> Response:
     svc = services_of(request)
     handoff, contact = await load_handoff(svc, ctx, int(request.path_params["handoff_id"]))
     lines = await transcript(svc, contact)
-    return render(request, "_transcript.html", {"lines": lines, "contact": contact, "h": handoff})
+    return render(request, "_transcript.html", {"me": ctx.mentor, "lines": lines, "contact": contact, "h": handoff})
 
 
 def _error_redirect(handoff_id: int, exc: Exception) -> RedirectResponse:
@@ -458,7 +496,7 @@ async def reply_action(request: Request) -> Response:
         async with svc.db.session() as session:
             handoff = await session.get(Handoff, handoff_id)
             if handoff is None:
-                raise HTTPException(404)
+                raise HTTPException(404, text("console_error_no_conversation", ctx.lang))
             outcome = await send_mentor_reply(svc, session, handoff, ctx.mentor, str(form.get("text") or ""))
     except HandoffError as exc:
         return _error_redirect(handoff_id, exc)
@@ -476,7 +514,7 @@ async def note_action(request: Request) -> Response:
         async with svc.db.session() as session:
             handoff = await session.get(Handoff, handoff_id)
             if handoff is None:
-                raise HTTPException(404)
+                raise HTTPException(404, text("console_error_no_conversation", ctx.lang))
             await add_note(svc, session, handoff, ctx.mentor, str(form.get("text") or ""))
     except HandoffError as exc:
         return _error_redirect(handoff_id, exc)
@@ -490,7 +528,7 @@ async def _end(request: Request, outcome: str) -> Response:
     ctx, svc, handoff_id = action.ctx, action.svc, action.handoff_id
     handoff = action.handoff
     if ctx.mentor.role != "lead" and handoff.mentor_id != ctx.mentor.id:
-        raise HTTPException(403, "Claim the conversation first")
+        raise HTTPException(403, text("console_error_claim_first", ctx.lang))
     try:
         await end_handoff(svc, handoff_id, outcome, actor=mentor_actor(ctx.mentor.id))
     except HandoffError as exc:
@@ -521,7 +559,7 @@ async def transfer_action(request: Request) -> Response:
         async with svc.db.session() as session:
             handoff = await session.get(Handoff, handoff_id)
             if handoff is None:
-                raise HTTPException(404)
+                raise HTTPException(404, text("console_error_no_conversation", ctx.lang))
             await transfer(svc, session, handoff, ctx.mentor, to_id)
     except HandoffError as exc:
         return _error_redirect(handoff_id, exc)
@@ -542,12 +580,12 @@ async def export_download(request: Request) -> Response:
     async with svc.db.session() as session:
         handoff = await session.get(Handoff, int(request.path_params["handoff_id"]))
         if handoff is None:
-            raise HTTPException(404, "No such conversation")
+            raise HTTPException(404, text("console_error_no_conversation", ctx.lang))
         if ctx.mentor.role != "lead" and handoff.mentor_id != ctx.mentor.id:
-            raise HTTPException(403, "Only a lead or the mentor of this conversation can export it")
+            raise HTTPException(403, text("console_error_export_forbidden", ctx.lang))
         contact = await session.get(Contact, handoff.contact_id)
         if contact is None:
-            raise HTTPException(404, "The learner's data is gone")
+            raise HTTPException(404, text("console_error_data_gone", ctx.lang))
         audit(session, svc.settings, actor=mentor_actor(ctx.mentor.id), action="export.download",
               contact_key=contact.key, detail={"handoff_id": handoff.id})
         key = contact.key
@@ -570,12 +608,12 @@ async def media_download(request: Request) -> Response:
     async with svc.db.session() as session:
         message = await session.get(InboundMessage, int(request.path_params["message_id"]))
         if message is None or not message.media_ref:
-            raise HTTPException(404, "No such media")
+            raise HTTPException(404, text("console_error_no_media", ctx.lang))
         contact = await session.get(Contact, message.contact_id)
         handoffs = (await session.execute(
             select(Handoff).where(Handoff.contact_id == message.contact_id))).scalars().all()
         if contact is None or not any(can_see(ctx.mentor, h) for h in handoffs):
-            raise HTTPException(403, "Not your conversation")
+            raise HTTPException(403, text("console_error_not_yours", ctx.lang))
         audit(session, svc.settings, actor=mentor_actor(ctx.mentor.id), action="media.read",
               contact_key=contact.key, detail={"message_id": message.id})
     settings = svc.settings
@@ -587,18 +625,19 @@ async def media_download(request: Request) -> Response:
                 info = (await http.get(f"{base}/getFile", params={"file_id": ref})).json()
                 path = (info.get("result") or {}).get("file_path")
                 if not path:
-                    raise HTTPException(404, "The file is no longer available at Telegram")
+                    raise HTTPException(404, text("console_error_telegram_file_gone", ctx.lang))
                 upstream = await http.get(
                     f"{settings.telegram_api_base_url}/file/bot{settings.telegram_bot_token}/{path}")
             elif (message.channel == "whatsapp" and settings.twilio_account_sid and settings.twilio_auth_token
                   and ref.startswith(settings.twilio_api_base_url + "/")):
                 upstream = await http.get(ref, auth=(settings.twilio_account_sid, settings.twilio_auth_token))
             else:
-                return render(request, "media_ref.html", {"ref": ref, "message": message})
+                return render(request, "media_ref.html",
+                              {"me": ctx.mentor, "csrf": ctx.csrf, "ref": ref, "message": message})
     except httpx.HTTPError:
-        raise HTTPException(502, "The provider did not hand over the file") from None
+        raise HTTPException(502, text("console_error_provider_file", ctx.lang)) from None
     if upstream.status_code != 200 or len(upstream.content) > MEDIA_MAX_BYTES:
-        raise HTTPException(502, "The provider did not hand over the file")
+        raise HTTPException(502, text("console_error_provider_file", ctx.lang))
     media_type = message.media_type or upstream.headers.get("content-type") or "application/octet-stream"
     return Response(upstream.content, media_type=media_type,
                     headers={"Content-Disposition": f'inline; filename="message-{message.id}"',
@@ -652,6 +691,7 @@ def routes() -> list[BaseRoute]:
         Route("/console/", queue_page, methods=["GET"]),
         Route("/console/login", login_page, methods=["GET"]),
         Route("/console/login", login_submit, methods=["POST"]),
+        Route("/console/lang/{code}", set_language, methods=["GET"]),
         Route("/console/logout", logout, methods=["POST"]),
         Route("/console/queue", queue_fragment, methods=["GET"]),
         Route("/console/duty", toggle_duty, methods=["POST"]),

@@ -5,16 +5,23 @@
   var queue = document.getElementById("queue");
   var conv = document.querySelector(".conversation");
   var transcriptBox = document.getElementById("transcript");
+  // the page's strings in the console's language (bot/locales/<lang>/console.json, rendered by base.html)
+  var strings = {};
+  try { strings = JSON.parse(document.getElementById("console-strings").textContent) || {}; } catch (err) { strings = {}; }
+  function tr(name) { return strings[name] || ""; }
+  // dates in the console's language, Gregorian and with Latin digits as Babel writes the rest of the page
+  var uiLang = document.documentElement.lang || "en";
+  var locales = [uiLang + "-u-ca-gregory-nu-latn", uiLang];
 
   function toast(text) {
-    if (!live) return;
+    if (!live || !text) return;
     live.textContent = text; live.hidden = false;
     clearTimeout(toast.t); toast.t = setTimeout(function () { live.hidden = true; }, 4000);
   }
   function localTimes(root) {
     (root || document).querySelectorAll("time[datetime]").forEach(function (el) {
       var d = new Date(el.getAttribute("datetime"));
-      if (!isNaN(d)) el.textContent = d.toLocaleString([], {day: "2-digit", month: "short", hour: "2-digit", minute: "2-digit"});
+      if (!isNaN(d)) el.textContent = d.toLocaleString(locales, {day: "2-digit", month: "short", hour: "2-digit", minute: "2-digit"});
     });
   }
   function refresh(box) {
@@ -40,7 +47,7 @@
     var ev; try { ev = JSON.parse(e.data); } catch (err) { return; }
     if (queue) {
       refresh(queue);
-      if (ev.type === "handoff_new" || ev.type === "alert") toast(ev.urgent ? "Urgent: a learner needs a mentor" : "A learner is waiting");
+      if (ev.type === "handoff_new" || ev.type === "alert") toast(tr(ev.urgent ? "urgent" : "waiting"));
     }
     if (conv && String(ev.handoff_id) === conv.getAttribute("data-handoff")) {
       var stateChange = ev.type === "handoff_claimed" || ev.type === "handoff_closed" || ev.type === "handoff_transferred";
@@ -48,7 +55,7 @@
       if (submitting) return;
       if (stateChange && ev.state !== conv.getAttribute("data-state") && !(draft && draft.value)) { location.reload(); return; }
       if (transcriptBox) refresh(transcriptBox);
-      if (ev.type === "message") toast("New message from the learner");
+      if (ev.type === "message") toast(tr("message"));
     }
   });
 })();
