@@ -27,7 +27,7 @@ class CommandResult:
     suppress_bot_replies: bool = False
 
 
-# handler(services, contact, args) -> CommandResult | None ; it runs inside the contact's lock
+# handler(services, contact, args) -> CommandResult | None ; it runs while the pipeline holds the contact's lease
 CommandHandler = Callable[["Services", "Contact", dict[str, Any]], Awaitable[CommandResult | None]]
 
 _HANDLERS: dict[str, CommandHandler] = {}

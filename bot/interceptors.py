@@ -25,7 +25,7 @@ class Intercepted:
     replies: list[Rendered] = field(default_factory=list)
 
 
-# interceptor(services, contact, message) -> Intercepted | None ; runs inside the contact's lock
+# interceptor(services, contact, message) -> Intercepted | None ; runs while the pipeline holds the contact's lease
 Interceptor = Callable[["Services", "Contact", "InboundMessage"], Awaitable[Intercepted | None]]
 
 _INTERCEPTORS: list[tuple[int, str, Interceptor]] = []
