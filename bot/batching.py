@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Hashable, MutableMapping, Sequence
 from typing import Any, Generic, TypeVar
 
 log = logging.getLogger(__name__)
@@ -50,14 +50,18 @@ class Batcher(Generic[Item, Result]):
         try:
             self.batches += 1
             self.calls += 1
-            results = await self._run([item])
-            if len(results) != 1:
-                raise RuntimeError(f"batch of 1 answered with {len(results)} results")
-            return results[0]
+            return (await self._checked([item]))[0]
         finally:
             self._running = False
             if self._waiting:
                 self._start()
+
+    async def _checked(self, items: list[Item]) -> Sequence[Result]:
+        """One call of `run`, with one result per item or an error."""
+        results = await self._run(items)
+        if len(results) != len(items):
+            raise RuntimeError(f"batch of {len(items)} answered with {len(results)} results")
+        return results
 
     def _start(self) -> None:
         batch = self._waiting[: self._max_batch]
@@ -72,9 +76,7 @@ class Batcher(Generic[Item, Result]):
             self.batches += 1
             self.calls += len(batch)
             try:
-                results = await self._run([item for item, _ in batch])
-                if len(results) != len(batch):
-                    raise RuntimeError(f"batch of {len(batch)} answered with {len(results)} results")
+                results = await self._checked([item for item, _ in batch])
             except Exception as exc:  # noqa: BLE001  (handed to the callers, who see it as their own)
                 if len(batch) == 1:
                     _settle(batch[0][1], exc=exc)
@@ -82,7 +84,7 @@ class Batcher(Generic[Item, Result]):
                 log.warning("batch of %d failed (%s); retrying one by one", len(batch), type(exc).__name__)
                 for item, future in batch:
                     try:
-                        (result,) = await self._run([item])
+                        (result,) = await self._checked([item])
                     except Exception as single:  # noqa: BLE001  (the caller's own failure)
                         _settle(future, exc=single)
                     else:
@@ -98,6 +100,15 @@ class Batcher(Generic[Item, Result]):
             self._running = False
             if self._waiting:
                 self._start()
+
+
+def shared(store: MutableMapping[Any, Any], key: Hashable, make: Callable[[], Batcher[Item, Result]]
+           ) -> Batcher[Item, Result]:
+    """The batcher kept in `store` (a process's `Services.extras`) under `key`, made on first use."""
+    batcher = store.get(key)
+    if not isinstance(batcher, Batcher):
+        batcher = store[key] = make()
+    return batcher
 
 
 def _settle(future: asyncio.Future[Any], result: Any = None, exc: BaseException | None = None) -> None:

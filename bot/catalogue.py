@@ -57,14 +57,19 @@ def placeholders(text: str) -> set[str]:
     return {name for _, name, _, _ in _FORMATTER.parse(text) if name}
 
 
-def normalise_language(code: str | None) -> str:
-    """Map `ar-SY`, `prs`, `fa_AF`, `de-DE`… onto one of the five catalogue languages."""
+def supported_language(code: str | None) -> str | None:
+    """`ar-SY`, `prs`, `fa_AF`, `de-DE`… as one of the five catalogue languages; None for any other."""
     if not code:
-        return DEFAULT_LANGUAGE
+        return None
     base = code.replace("_", "-").split("-", 1)[0].lower()
     if base in ("prs", "pes", "per"):
         base = "fa"
-    return base if base in LANGUAGES else DEFAULT_LANGUAGE
+    return base if base in LANGUAGES else None
+
+
+def normalise_language(code: str | None) -> str:
+    """Map `ar-SY`, `prs`, `fa_AF`, `de-DE`… onto one of the five catalogue languages (else the default)."""
+    return supported_language(code) or DEFAULT_LANGUAGE
 
 
 class Catalogue:

@@ -20,13 +20,15 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
+from functools import partial
 from typing import Literal, cast
 
 from sqlalchemy import Table, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from bot import batching
 from bot.batching import Batcher
-from bot.db import utcnow
+from bot.db import StatementPool, utcnow
 from bot.models import Contact
 from bot.services import Services
 
@@ -105,7 +107,8 @@ async def acquire(services: Services, key: str, token: str, ttl_s: float, wait_s
 async def release(services: Services, key: str, token: str) -> None:
     """Give the lease back (a no-op when it expired and someone else took it)."""
     if not services.db.is_sqlite:
-        await _releaser(services)((key, token))
+        await batching.shared(services.extras, "lease_releaser", partial(_releaser, services.db.raw_pool()))(
+            (key, token))
         return
     async with services.db.engine.begin() as conn:
         await conn.execute(
@@ -115,17 +118,12 @@ async def release(services: Services, key: str, token: str) -> None:
         )
 
 
-def _releaser(services: Services) -> Batcher[tuple[str, str], None]:
-    batcher = services.extras.get("lease_releaser")
-    if not isinstance(batcher, Batcher):
-        pool = services.db.raw_pool()
+def _releaser(pool: StatementPool) -> Batcher[tuple[str, str], None]:
+    async def run(items: list[tuple[str, str]]) -> list[None]:
+        await pool.execute(RELEASE_SQL, [key for key, _ in items], [token for _, token in items])
+        return [None] * len(items)
 
-        async def run(items: list[tuple[str, str]]) -> list[None]:
-            await pool.execute(RELEASE_SQL, [key for key, _ in items], [token for _, token in items])
-            return [None] * len(items)
-
-        batcher = services.extras["lease_releaser"] = Batcher(run)
-    return batcher
+    return Batcher(run)
 
 
 @asynccontextmanager

@@ -44,7 +44,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from bot import contact_lease, metrics
+from bot import batching, contact_lease, metrics
 from bot.batching import Batcher
 from bot.catalogue import Button, Rendered
 from bot.channels.base import InboundEvent, ParseError
@@ -292,9 +292,8 @@ async def accept(services: Services, events: list[InboundEvent]) -> list[str]:
         return keys
     pg = _pg(services)
     if pg is not None:
-        acceptor = services.extras.get("pipeline_acceptor")
-        if not isinstance(acceptor, Batcher):
-            acceptor = services.extras["pipeline_acceptor"] = Batcher(partial(_accept_many, services.db.raw_pool(), pg))
+        acceptor = batching.shared(services.extras, "pipeline_acceptor",
+                                   lambda: Batcher(partial(_accept_many, services.db.raw_pool(), pg)))
         for event in messages:
             _count_inbound(event, await acceptor(event), keys)
         return keys
@@ -489,9 +488,8 @@ async def _take_next(services: Services, key: str) -> Taken | LeaseState:
     attempt; "held" when the lease is ours but no message waits, else "busy" or "missing"."""
     pg = _pg(services)
     if pg is not None:
-        taker = services.extras.get("pipeline_taker")
-        if not isinstance(taker, Batcher):
-            taker = services.extras["pipeline_taker"] = Batcher(partial(_take_many, services.db.raw_pool(), pg))
+        taker = batching.shared(services.extras, "pipeline_taker",
+                                lambda: Batcher(partial(_take_many, services.db.raw_pool(), pg)))
         taken: Taken | LeaseState = await taker(key)
         return taken
     sql = _sql(services)
@@ -873,10 +871,9 @@ async def _finish_pg(services: Services, pg: _PgSql, turn: Turn, status: str, re
         tuple(changes[name] for name in changed),
         [(r.text, None if p is None else json.dumps(p)) for r, p in zip(replies, payloads, strict=True)], claim,
     )
-    finishers = services.extras.setdefault("pipeline_finishers", {})
-    finisher = finishers.get(changed)
-    if finisher is None:
-        finisher = finishers[changed] = Batcher(partial(_finish_many, services.db.raw_pool(), pg, changed))
+    # one batcher per shape of the statement (the contact columns it changes)
+    finisher = batching.shared(services.extras.setdefault("pipeline_finishers", {}), changed,
+                               lambda: Batcher(partial(_finish_many, services.db.raw_pool(), pg, changed)))
     ids: list[int] = await finisher(row)
     return ids
 

@@ -24,6 +24,8 @@ from bot.services import Services
 
 log = logging.getLogger(__name__)
 MAX_BODY_BYTES = 1_000_000
+# the database or its connection failed: our fault, answered 503 so that the provider retries
+_STORAGE_ERRORS = (SQLAlchemyError, asyncpg.PostgresError, asyncpg.InterfaceError, OSError)
 
 
 class ClientGone(Exception):
@@ -130,7 +132,7 @@ async def handle_inbound(
         metrics.REJECTED.labels(channel_name, "400").inc()
         log.warning("%s webhook unparseable: %s", channel_name, exc)
         return 400, {"error": "bad request", "detail": str(exc)}, []
-    except (SQLAlchemyError, asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
+    except _STORAGE_ERRORS:
         status = 503
         log.exception("%s webhook could not persist", channel_name)
         return 503, {"error": "temporarily unavailable"}, []
@@ -157,7 +159,7 @@ async def handle_status(services: Services, scope: Scope, body: bytes) -> tuple[
 
     try:
         known = await receive_delivery_status(services, "whatsapp", sid, status, error_code)
-    except (SQLAlchemyError, asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
+    except _STORAGE_ERRORS:
         log.exception("status callback could not be stored")
         return 503, {"error": "temporarily unavailable"}
     return 200, {"ok": True, "known": known}

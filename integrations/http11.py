@@ -83,7 +83,6 @@ class _Connection(asyncio.Protocol):
         self._headers: dict[str, str] = {}
         self._body: list[bytes] = []
         self._size = 0
-        self._started = False
         self._headers_complete = False
 
     # -- asyncio.Protocol --------------------------------------------------------------------
@@ -95,7 +94,6 @@ class _Connection(asyncio.Protocol):
         if self._waiter is None:
             self.close()  # bytes nobody asked for: the connection is out of step
             return
-        self._started = True
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -130,7 +128,7 @@ class _Connection(asyncio.Protocol):
         response = Response(self.parser.get_status_code(), self._headers, b"".join(self._body))
         keep_alive = self.parser.should_keep_alive()
         self._headers, self._body, self._size = {}, [], 0
-        self._started = self._headers_complete = False
+        self._headers_complete = False
         if not keep_alive:
             self.close()
         self.idle_since = time.monotonic()
@@ -144,7 +142,7 @@ class _Connection(asyncio.Protocol):
         return not self.closed and self.transport is not None and not self.transport.is_closing()
 
     async def exchange(self, request: bytes) -> Response:
-        if self.transport is None or not self.usable:
+        if not self.usable or self.transport is None:
             raise HttpError("connection closed")
         waiter: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
         self._waiter = waiter

@@ -31,7 +31,6 @@ class RasaClient:
         self.urls = [part.strip().rstrip("/") for part in url.split(",") if part.strip()]
         if not self.urls:
             raise ValueError("no Rasa server URL")
-        self.url = self.urls[0]
         self.timeout_s = timeout_s
         self.token = token
         # Rasa's HTTP server (Sanic) closes connections idle for 5 s: reuse them for less than that

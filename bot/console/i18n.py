@@ -21,24 +21,18 @@ from babel.lists import format_list
 from babel.numbers import format_decimal, format_percent
 from starlette.requests import Request
 
-from bot.catalogue import get_catalogue, zone
+from bot.catalogue import get_catalogue, supported_language, zone
 from bot.config import DEFAULT_LANGUAGE, LANGUAGES, RTL_LANGUAGES
 from bot.db import as_utc, utcnow
 from bot.models import Mentor
 
 LANG_COOKIE = "console_lang"
 LANG_COOKIE_MAX_AGE_S = 365 * 24 * 3600
-_DARI_PERSIAN = ("prs", "pes", "per")
 
 
 def supported(code: str | None) -> str | None:
     """`ar`, `ar-SY`, `fa_AF`, `prs`… as one of the five console languages; None for anything else."""
-    if not code:
-        return None
-    base = code.strip().replace("_", "-").split("-", 1)[0].lower()
-    if base in _DARI_PERSIAN:
-        base = "fa"
-    return base if base in LANGUAGES else None
+    return supported_language(code.strip()) if code else None
 
 
 def mentor_default(mentor: Mentor) -> str:

@@ -29,6 +29,7 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
+from bot.catalogue import get_catalogue
 from bot.config import DEFAULT_LANGUAGE, LANGUAGES, RTL_LANGUAGES
 from bot.console.auth import (
     LOGIN_MAX_PER_EMAIL,
@@ -74,24 +75,6 @@ NOTICES: dict[str, str] = {
     "duty_on": "console_notice_duty_on",
     "duty_off": "console_notice_duty_off",
 }
-# HandoffError messages (bot/mentoring, shown after `?error=`) -> their catalogue keys; another shows as it is
-ERRORS: dict[str, str] = {
-    "contact not found": "console_error_contact_not_found",
-    "not allowed": "console_error_not_allowed",
-    "already closed": "console_error_already_closed",
-    "only a conversation with a mentor can be transferred": "console_error_transfer_state",
-    "not your conversation": "console_error_not_yours",
-    "unknown mentor": "console_error_unknown_mentor",
-    "that mentor does not speak the learner's language": "console_error_mentor_language",
-    "the conversation changed meanwhile": "console_error_changed",
-    "empty reply": "console_error_empty_reply",
-    "reply too long (4000 characters at most)": "console_error_reply_too_long",
-    "claim the conversation before replying": "console_error_claim_before_reply",
-    "outside WhatsApp's 24-hour window and no mentor-reply template is configured": "console_error_no_template",
-    "unknown conversation": "console_error_no_conversation",
-    "empty note": "console_error_empty_note",
-    "choose a mentor": "console_error_choose_mentor",
-}
 
 
 def notice_text(code: str | None, language: str) -> str | None:
@@ -99,11 +82,12 @@ def notice_text(code: str | None, language: str) -> str | None:
     return text(key, language) if key else None
 
 
-def error_text(message: str | None, language: str) -> str | None:
-    if not message:
+def error_text(error: str | None, language: str) -> str | None:
+    """The `?error=` of a redirect: a HandoffError's code in the mentor's language, anything else as it is."""
+    if not error:
         return None
-    key = ERRORS.get(message)
-    return text(key, language) if key else message
+    key = f"console_error_{error}"
+    return text(key, language) if get_catalogue().has(key) else error
 
 
 def services_of(request: Request) -> Services:
@@ -441,7 +425,8 @@ async def transcript_fragment(request: Request) -> Response:
 def _error_redirect(handoff_id: int, exc: Exception) -> RedirectResponse:
     from urllib.parse import quote
 
-    return RedirectResponse(f"/console/h/{handoff_id}?error={quote(str(exc)[:200])}", status_code=303)
+    error = getattr(exc, "code", None) or str(exc)[:200]
+    return RedirectResponse(f"/console/h/{handoff_id}?error={quote(error)}", status_code=303)
 
 
 @dataclass
@@ -554,7 +539,7 @@ async def transfer_action(request: Request) -> Response:
     try:
         to_id = None if raw in ("", "queue") else int(raw)
     except ValueError:
-        return _error_redirect(handoff_id, HandoffError("choose a mentor"))
+        return _error_redirect(handoff_id, HandoffError("choose a mentor", "choose_mentor"))
     try:
         async with svc.db.session() as session:
             handoff = await session.get(Handoff, handoff_id)

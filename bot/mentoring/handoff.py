@@ -46,7 +46,14 @@ _MIN_CLAIM_SAMPLES = 3
 
 
 class HandoffError(Exception):
-    """A transition that is not allowed from the current state (shown to the mentor, never to a learner)."""
+    """A transition that is not allowed from the current state (shown to the mentor, never to a learner).
+
+    `code` names it for the console, which shows the catalogue's `console_error_<code>` in the
+    mentor's language."""
+
+    def __init__(self, message: str, code: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 def mentor_languages(mentor: Mentor) -> set[str]:
@@ -93,7 +100,7 @@ async def lock_contact(session: AsyncSession, contact_id: int) -> Contact:
         )
     ).scalars().first()
     if contact is None:
-        raise HandoffError("contact not found")
+        raise HandoffError("contact not found", "contact_not_found")
     return contact
 
 
@@ -228,7 +235,7 @@ async def handle_handoff_command(services: Services, contact: Contact, args: dic
         async with services.db.session() as own:
             attached = await own.get(Contact, contact.id)
             if attached is None:
-                raise HandoffError("contact not found")
+                raise HandoffError("contact not found", "contact_not_found")
             replies = await request_handoff(services, own, attached, reason, urgent)
         contact.mode = attached.mode
     return CommandResult(replies=replies)
@@ -240,7 +247,7 @@ async def claim(services: Services, session: AsyncSession, handoff_id: int, ment
     if handoff is None:
         return None
     if mentor.role != "lead" and handoff.language not in mentor_languages(mentor):
-        raise HandoffError("not allowed")
+        raise HandoffError("not allowed", "not_allowed")
     if handoff.state != "waiting":
         return None
     contact = await lock_contact(session, handoff.contact_id)
@@ -288,7 +295,7 @@ async def close(
         .execution_options(synchronize_session=False)
     )
     if getattr(result, "rowcount", 0) != 1:
-        raise HandoffError("already closed")
+        raise HandoffError("already closed", "already_closed")
     await session.refresh(handoff)
     if await open_handoff(session, contact.id) is None:
         contact.mode = "bot"
@@ -307,9 +314,9 @@ async def transfer(
 ) -> Handoff:
     """Give a conversation to another mentor who speaks the language, or (None) back to the queue."""
     if handoff.state != "with_mentor":
-        raise HandoffError("only a conversation with a mentor can be transferred")
+        raise HandoffError("only a conversation with a mentor can be transferred", "transfer_state")
     if actor.role != "lead" and handoff.mentor_id != actor.id:
-        raise HandoffError("not your conversation")
+        raise HandoffError("not your conversation", "not_yours")
     contact = await lock_contact(session, handoff.contact_id)
     values: dict[str, Any]
     if to_mentor_id is None:
@@ -318,9 +325,9 @@ async def transfer(
     else:
         target = await session.get(Mentor, to_mentor_id)
         if target is None or not target.active:
-            raise HandoffError("unknown mentor")
+            raise HandoffError("unknown mentor", "unknown_mentor")
         if target.role != "lead" and handoff.language not in mentor_languages(target):
-            raise HandoffError("that mentor does not speak the learner's language")
+            raise HandoffError("that mentor does not speak the learner's language", "mentor_language")
         values = {"mentor_id": target.id}
     result = await session.execute(
         update(Handoff)
@@ -329,7 +336,7 @@ async def transfer(
         .execution_options(synchronize_session=False)
     )
     if getattr(result, "rowcount", 0) != 1:
-        raise HandoffError("the conversation changed meanwhile")
+        raise HandoffError("the conversation changed meanwhile", "changed")
     await session.refresh(handoff)
     audit(session, services.settings, actor=mentor_actor(actor.id), action="handoff.transfer", contact_key=contact.key,
           detail={"handoff_id": handoff.id, "to_mentor_id": to_mentor_id})

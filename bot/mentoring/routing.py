@@ -116,11 +116,11 @@ async def send_mentor_reply(
     transaction; the caller sends it after commit with `deliver`."""
     text = (text or "").strip()
     if not text:
-        raise HandoffError("empty reply")
+        raise HandoffError("empty reply", "empty_reply")
     if len(text) > 4000:
-        raise HandoffError("reply too long (4000 characters at most)")
+        raise HandoffError("reply too long (4000 characters at most)", "reply_too_long")
     if handoff.state != "with_mentor" or (handoff.mentor_id != mentor.id and mentor.role != "lead"):
-        raise HandoffError("claim the conversation before replying")
+        raise HandoffError("claim the conversation before replying", "claim_before_reply")
     contact = await lock_contact(session, handoff.contact_id)
     language = normalise_language(contact.language)
     used_template = False
@@ -129,7 +129,9 @@ async def send_mentor_reply(
     if outside_whatsapp_window(contact):
         sid = mentor_reply_template_sid(services, language)
         if not sid:
-            raise HandoffError("outside WhatsApp's 24-hour window and no mentor-reply template is configured")
+            raise HandoffError(
+                "outside WhatsApp's 24-hour window and no mentor-reply template is configured", "no_template"
+            )
         used_template = True
         rendered = services.catalogue.render("handoff_mentor_reply_template", language)
         name = mentor.display_name or services.catalogue.text("handoff_mentor_default_name", language)
@@ -168,7 +170,7 @@ async def end_handoff(
         contact = await session.get(Contact, handoff.contact_id) if handoff is not None else None
         if handoff is None or contact is None:
             if expect_open:
-                raise HandoffError("unknown conversation")
+                raise HandoffError("unknown conversation", "no_conversation")
             return False
         contact_key = contact.key
     async with contact_lease.hold(services, contact_key, ttl_s=30.0, wait_s=30.0):
@@ -176,7 +178,7 @@ async def end_handoff(
             async with services.db.session() as session:
                 handoff = await session.get(Handoff, handoff_id, populate_existing=True)
                 if handoff is None:
-                    raise HandoffError("unknown conversation")
+                    raise HandoffError("unknown conversation", "no_conversation")
                 if idle_since is not None and not await _still_idle(session, handoff, idle_since):
                     return False
                 closed = await close(services, session, handoff, outcome, actor=actor)
@@ -206,7 +208,7 @@ async def add_note(services: Services, session: AsyncSession, handoff: Handoff, 
 
     text = (text or "").strip()
     if not text:
-        raise HandoffError("empty note")
+        raise HandoffError("empty note", "empty_note")
     contact = await session.get(Contact, handoff.contact_id)
     session.add(MentorNote(contact_id=handoff.contact_id, handoff_id=handoff.id, mentor_id=mentor.id, text=text[:4000]))
     audit(session, services.settings, actor=mentor_actor(mentor.id), action="mentor.note",
