@@ -165,8 +165,8 @@ async def rasa_user_turns(stack: Stack, chats: list[int]) -> dict[int, int]:
 
 
 async def bench(stack: Stack, args: argparse.Namespace) -> dict[str, Any]:
-    from bot.catalogue import get_catalogue
-    from bot.config import LANGUAGES
+    from bot.i18n.catalogue import get_catalogue
+    from bot.runtime.settings import LANGUAGES
 
     trouble = {get_catalogue().render("gateway_rasa_trouble", lang).text for lang in LANGUAGES}
     if stack.gateway is None or stack.rasa is None or stack.actions is None:

@@ -27,11 +27,11 @@ import uvicorn
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bot.app import create_app  # noqa: E402
-from bot.console.auth import COOKIE_NAME, _serializer, new_session  # noqa: E402
-from bot.db import Base  # noqa: E402
 from bot.mentoring.accounts import add_mentor  # noqa: E402
-from bot.services import Services  # noqa: E402
+from bot.runtime.services import Services  # noqa: E402
+from bot.storage.db import Base  # noqa: E402
+from bot.web.app import create_app  # noqa: E402
+from bot.web.console.auth import COOKIE_NAME, _serializer, new_session  # noqa: E402
 from tests.conftest import PG_DSN, TELEGRAM_SECRET, gateway_env, make_settings, pg_async_url  # noqa: E402
 from tests.doubles import BotApiDouble, RasaDouble, free_port  # noqa: E402
 from tests.test_console_web import handoff_responder, tg_update  # noqa: E402

@@ -30,8 +30,8 @@ sys.path.insert(0, str(REPO))
 import asyncpg  # noqa: E402
 from aiohttp import web  # noqa: E402
 
-from bot.config import Settings  # noqa: E402
-from bot.db import Base, Database  # noqa: E402
+from bot.runtime.settings import Settings  # noqa: E402
+from bot.storage.db import Base, Database  # noqa: E402
 
 PG_DSN = os.environ.get("SANAD_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("SANAD_BENCH_REDIS", "redis://127.0.0.1:6379/0")
@@ -60,7 +60,7 @@ def settings_for(schema: str, **env: str) -> Settings:
 
 
 async def create_schema() -> str:
-    import bot.models  # noqa: F401
+    import bot.storage.models  # noqa: F401
 
     schema = f"sanad_bench_{uuid.uuid4().hex[:8]}"
     conn = await asyncpg.connect(PG_DSN)
@@ -133,7 +133,7 @@ async def platform_double(pages: list[bytes]) -> tuple[web.AppRunner, str]:
 
 async def bench_planning(learners: int) -> None:
     from bot.reminders.planner import plan_reminders
-    from bot.services import Services
+    from bot.runtime.services import Services
     from integrations.platform import PlatformClient
 
     schema = await create_schema()
@@ -164,9 +164,9 @@ async def bench_planning(learners: int) -> None:
 async def bench_sending(messages: int, rate: float, burst: float, concurrency: int) -> None:
     from sqlalchemy import func, select
 
-    from bot.models import Outbox
-    from bot.sending import OutboxSender
-    from bot.services import Services
+    from bot.outbox.sender import OutboxSender
+    from bot.runtime.services import Services
+    from bot.storage.models import Outbox
 
     port = free_port()
     double = subprocess.Popen(

@@ -1,10 +1,10 @@
 """What a custom action knows about the learner, and how it talks back to the gateway.
 
-The gateway sends every message to Rasa with metadata (see `bot/pipeline.py`):
+The gateway sends every message to Rasa with metadata (see `bot/conversation/pipeline.py`):
 `channel`, `language`, `learner_id` (None when the chat is not linked),
 `timezone`, `country`, `first_name`, `pin_required`. Actions read it here,
 render text from the shared catalogue, and ask the gateway to change state with
-`gateway_command` (handled by `bot/commands.py`).
+`gateway_command` (handled by `bot/conversation/commands.py`).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any
 from rasa_sdk import Tracker
 from rasa_sdk.executor import CollectingDispatcher
 
-from bot.catalogue import Rendered, get_catalogue, normalise_language
+from bot.i18n.catalogue import Rendered, get_catalogue, normalise_language
 
 
 @dataclass(frozen=True)
@@ -77,5 +77,5 @@ def say_key(dispatcher: CollectingDispatcher, ctx: LearnerContext, key: str, **p
 
 
 def gateway_command(dispatcher: CollectingDispatcher, name: str, **args: Any) -> None:
-    """Ask the gateway to carry out a state change (see bot/commands.py)."""
+    """Ask the gateway to carry out a state change (see bot/conversation/commands.py)."""
     dispatcher.utter_message(json_message={"sanad": {"command": name, **args}})

@@ -18,9 +18,9 @@ from rasa_sdk.events import EventType, SlotSet
 from rasa_sdk.executor import CollectingDispatcher
 from rasa_sdk.types import DomainDict
 
-from bot.catalogue import Button, Rendered, get_catalogue
-from bot.config import LANGUAGES
-from bot.language import language_from_name
+from bot.conversation.language import language_from_name
+from bot.i18n.catalogue import Button, Rendered, get_catalogue
+from bot.runtime.settings import LANGUAGES
 from flows.context import LearnerContext, gateway_command, learner_context, say, say_key
 
 log = logging.getLogger(__name__)

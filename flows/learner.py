@@ -24,9 +24,9 @@ from babel import Locale
 from rasa_sdk import Action, Tracker
 from rasa_sdk.executor import CollectingDispatcher
 
-from bot.catalogue import Catalogue, Rendered, day_phrase, get_catalogue, local_time, number
-from bot.config import LANGUAGES
-from bot.db import utcnow
+from bot.i18n.catalogue import Catalogue, Rendered, day_phrase, get_catalogue, local_time, number
+from bot.runtime.settings import LANGUAGES
+from bot.storage.db import utcnow
 from flows.context import LearnerContext, gateway_command, learner_context, say, say_key
 from integrations.platform import (
     Deadline,
@@ -52,8 +52,8 @@ def platform_client() -> PlatformClient:
     """The action server's platform client, built on first use from the environment."""
     global _client
     if _client is None:
-        from bot.config import Settings
-        from bot.coordination import make_coordinator
+        from bot.runtime.coordination import make_coordinator
+        from bot.runtime.settings import Settings
 
         settings = Settings.from_env()
         _client = make_platform_client(settings, make_coordinator(settings.redis_url, settings.redis_prefix))

@@ -1,6 +1,6 @@
 """A bounded pool of connections, each lent to one user at a time.
 
-Used by the gateway's raw PostgreSQL statements (bot/db.py) and its keep-alive HTTP client
+Used by the gateway's raw PostgreSQL statements (bot/storage/db.py) and its keep-alive HTTP client
 (integrations/http11.py): up to `limit` connections are opened on demand; a caller finds an
 idle one, opens a new one, or waits, the oldest waiter first. A connection given back as not
 reusable (it may be mid-protocol) is closed and frees its slot for a waiter to open another.

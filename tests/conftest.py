@@ -12,9 +12,9 @@ from typing import Any
 import asyncpg
 import pytest
 
-from bot.config import Settings
-from bot.db import Base
-from bot.services import Services
+from bot.runtime.services import Services
+from bot.runtime.settings import Settings
+from bot.storage.db import Base
 
 PG_DSN = os.environ.get("SANAD_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("SANAD_TEST_REDIS", "redis://127.0.0.1:6379/0")
@@ -36,8 +36,8 @@ def pg_schema() -> Iterator[str]:
         conn = await asyncpg.connect(PG_DSN)
         await conn.execute(f'CREATE SCHEMA "{SCHEMA}"')
         await conn.close()
-        import bot.models  # noqa: F401
-        from bot.db import Database
+        import bot.storage.models  # noqa: F401
+        from bot.storage.db import Database
 
         db = Database(pg_async_url(), schema=SCHEMA)
         async with db.engine.begin() as c:
@@ -55,7 +55,7 @@ def pg_schema() -> Iterator[str]:
 
 
 async def truncate_all(schema: str) -> None:
-    import bot.models  # noqa: F401
+    import bot.storage.models  # noqa: F401
 
     names = ", ".join(f'"{schema}"."{t.name}"' for t in Base.metadata.sorted_tables)
     conn = await asyncpg.connect(PG_DSN)
@@ -150,7 +150,7 @@ class Gateway:
         return await self.client.post(path, data=form, headers=headers)
 
     async def settle(self) -> None:
-        from bot import pipeline
+        from bot.conversation import pipeline
 
         await pipeline.drain()
 
@@ -172,7 +172,7 @@ def gateway_env(bot_api_url: str, twilio_url: str, rasa_url: str) -> dict[str, s
 async def _gateway(services_factory: Any) -> AsyncIterator[Gateway]:
     import httpx
 
-    from bot.app import create_app
+    from bot.web.app import create_app
     from tests.doubles import BotApiDouble, RasaDouble, TwilioDouble
 
     async with BotApiDouble() as bot_api, TwilioDouble() as twilio, RasaDouble() as rasa:

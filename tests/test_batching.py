@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from bot.batching import Batcher
+from bot.runtime.batching import Batcher
 
 
 async def test_calls_arriving_during_a_batch_go_out_together_in_order() -> None:

@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import func, select
 from starlette.applications import Starlette
 
-from bot.models import Broadcast, Contact, Outbox
+from bot.outbox.sender import OutboxSender, record_delivery_status
 from bot.reminders import admin
 from bot.reminders.broadcasts import (
     BroadcastError,
@@ -22,8 +22,8 @@ from bot.reminders.broadcasts import (
     parse_segment,
 )
 from bot.reminders.cli import register_cli
-from bot.sending import OutboxSender, record_delivery_status
-from bot.services import Services
+from bot.runtime.services import Services
+from bot.storage.models import Broadcast, Contact, Outbox
 
 TOKEN = "admin-secret-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

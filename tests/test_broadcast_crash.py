@@ -22,9 +22,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from bot.models import Contact, Outbox
 from bot.reminders.broadcasts import create_broadcast, progress
-from bot.services import Services
+from bot.runtime.services import Services
+from bot.storage.models import Contact, Outbox
 from tests.bot_api_double import BotApiDouble
 from tests.conftest import pg_async_url
 
@@ -34,8 +34,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 WORKER = """
 import asyncio, os
-from bot.config import Settings
-from bot.services import Services
+from bot.runtime.settings import Settings
+from bot.runtime.services import Services
 from bot.reminders.broadcasts import progress
 from bot.reminders.jobs import job
 

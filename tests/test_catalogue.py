@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from bot.catalogue import LOCALES_DIR, Catalogue, placeholders
-from bot.config import LANGUAGES
+from bot.i18n.catalogue import LOCALES_DIR, Catalogue, placeholders
+from bot.runtime.settings import LANGUAGES
 
 
 def _load_all() -> dict[str, dict[str, Any]]:

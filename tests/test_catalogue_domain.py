@@ -8,7 +8,7 @@ from pathlib import Path
 
 import yaml
 
-from bot.catalogue import Catalogue
+from bot.i18n.catalogue import Catalogue
 
 ROOT = Path(__file__).resolve().parent.parent
 DOMAIN = ROOT / "nlu" / "domain.yml"

@@ -1,6 +1,6 @@
 """The mentor console in the mentor's language: en, ar, fa, fr, de, right to left for ar and fa.
 
-Every page string comes from `bot/locales/<lang>/console.json`; the language is the switcher's
+Every page string comes from `bot/i18n/locales/<lang>/console.json`; the language is the switcher's
 cookie, else the mentor's first language, else (login page) the browser's Accept-Language."""
 
 from __future__ import annotations
@@ -14,11 +14,11 @@ import pytest
 from markupsafe import escape
 from sqlalchemy import select
 
-from bot.catalogue import get_catalogue
-from bot.config import LANGUAGES
-from bot.console.i18n import LANG_COOKIE, UI, from_accept_language, mentor_default, supported
-from bot.db import utcnow
-from bot.models import Contact, Handoff, Mentor, MentorNote
+from bot.i18n.catalogue import get_catalogue
+from bot.runtime.settings import LANGUAGES
+from bot.storage.db import utcnow
+from bot.storage.models import Contact, Handoff, Mentor, MentorNote
+from bot.web.console.i18n import LANG_COOKIE, UI, from_accept_language, mentor_default, supported
 from integrations.demo_platform import BackgroundServer, demo_app
 from integrations.platform import DEMO_PLATFORM_TOKEN, PlatformClient
 from tests.conftest import Gateway

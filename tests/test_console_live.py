@@ -15,7 +15,7 @@ import uvicorn
 from sqlalchemy import select
 
 from bot.mentoring.accounts import add_mentor
-from bot.models import Handoff
+from bot.storage.models import Handoff
 from tests.conftest import Gateway
 from tests.doubles import free_port
 from tests.test_console_web import PASSWORD, handoff_responder, tg_update
@@ -54,7 +54,7 @@ async def test_escalation_and_learner_messages_arrive_on_the_event_stream(gatewa
         await add_mentor(s, "amal@example.org", PASSWORD, "en")
         await add_mentor(s, "farid@example.org", PASSWORD, "fa")
     # http (not https) here, so the test client may send the Secure cookie back: build the session by hand
-    from bot.console.auth import COOKIE_NAME, _serializer, new_session
+    from bot.web.console.auth import COOKIE_NAME, _serializer, new_session
 
     cookie = _serializer(gateway.services.settings).dumps(new_session(1))
     async with httpx.AsyncClient(base_url=served, cookies={COOKIE_NAME: cookie}, timeout=10) as client:

@@ -11,11 +11,11 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from bot.catalogue import get_catalogue
-from bot.db import utcnow
+from bot.i18n.catalogue import get_catalogue
 from bot.mentoring.accounts import add_mentor
 from bot.mentoring.audit import subject_ref
-from bot.models import AuditEntry, Contact, Handoff, Outbox
+from bot.storage.db import utcnow
+from bot.storage.models import AuditEntry, Contact, Handoff, Outbox
 from tests.conftest import Gateway
 
 PASSWORD = "correct horse battery"

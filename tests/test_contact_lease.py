@@ -8,10 +8,11 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select, update
 
-from bot import contact_lease, pipeline
-from bot.db import utcnow
-from bot.models import Contact, InboundMessage
+from bot.conversation import lease as contact_lease
+from bot.conversation import pipeline
 from bot.privacy.erasure import erase_contact
+from bot.storage.db import utcnow
+from bot.storage.models import Contact, InboundMessage
 from tests.conftest import Gateway
 from tests.test_gateway_telegram import private_message
 

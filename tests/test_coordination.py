@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from bot.coordination import LocalCoordinator, RedisCoordinator
+from bot.runtime.coordination import LocalCoordinator, RedisCoordinator
 from tests.conftest import REDIS_URL
 
 

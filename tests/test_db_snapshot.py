@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from sqlalchemy import inspect
 
-from bot.db import snapshot
-from bot.models import Contact
+from bot.storage.db import snapshot
+from bot.storage.models import Contact
 
 
 def test_a_snapshot_reads_like_the_row_and_tracks_later_changes() -> None:

@@ -12,8 +12,8 @@ from babel.dates import format_date
 from rasa_sdk.executor import ActionExecutor
 
 import flows.learner as learner_flows
-from bot.catalogue import get_catalogue
-from bot.coordination import LocalCoordinator
+from bot.i18n.catalogue import get_catalogue
+from bot.runtime.coordination import LocalCoordinator
 from integrations.demo_platform import BackgroundServer, demo_app
 from integrations.platform import DEMO_PLATFORM_TOKEN, PlatformClient
 

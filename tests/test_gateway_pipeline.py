@@ -8,8 +8,8 @@ from typing import Any
 
 from sqlalchemy import select
 
-from bot import pipeline
-from bot.models import Contact, InboundMessage, Outbox
+from bot.conversation import pipeline
+from bot.storage.models import Contact, InboundMessage, Outbox
 from tests.conftest import Gateway
 from tests.test_gateway_telegram import private_message
 

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from bot.models import Contact, InboundMessage, Outbox
+from bot.storage.models import Contact, InboundMessage, Outbox
 from tests.conftest import DATA_DIR, Gateway
 
 CORPUS = [json.loads(line) for line in (DATA_DIR / "telegram_corpus.jsonl").read_text().splitlines() if line.strip()]
@@ -245,7 +245,7 @@ async def test_throttled_send_is_retried_not_lost(gateway: Gateway) -> None:
     assert out.status == "queued" and out.last_error == "throttled"
     import asyncio
 
-    from bot.sending import OutboxSender
+    from bot.outbox.sender import OutboxSender
 
     await asyncio.sleep(1.1)
     await OutboxSender(gateway.services).run_once()

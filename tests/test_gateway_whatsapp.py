@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from bot.models import Contact, InboundMessage, Outbox
+from bot.storage.models import Contact, InboundMessage, Outbox
 from tests.conftest import TWILIO_FROM, Gateway
 
 
@@ -166,9 +166,9 @@ async def test_a_status_callback_that_overtakes_the_send_outcome_is_applied_late
 
     from sqlalchemy import update
 
-    from bot.db import utcnow
-    from bot.models import EarlyReceipt
-    from bot.sending import apply_early_receipts
+    from bot.outbox.sender import apply_early_receipts
+    from bot.storage.db import utcnow
+    from bot.storage.models import EarlyReceipt
 
     await gateway.whatsapp(inbound())
     await gateway.settle()

@@ -261,7 +261,7 @@ async def test_the_bot_api_transport_sends_files_as_multipart() -> None:
     """PTB's `Bot` on our transport: a document goes out as multipart/form-data with its fields."""
     from telegram import Bot
 
-    from bot.channels.telegram_http import KeepAliveRequest
+    from bot.channels.telegram.transport import KeepAliveRequest
 
     received: dict[str, Any] = {}
 

@@ -15,12 +15,12 @@ import pytest
 from sqlalchemy import select, update
 from starlette.applications import Starlette
 
-from bot import linking
-from bot.commands import handler_for
-from bot.db import utcnow
-from bot.interceptors import interceptors
-from bot.models import AuditEntry, Contact, InboundMessage, LinkToken
-from bot.services import Services
+from bot.conversation.commands import handler_for
+from bot.conversation.interceptors import interceptors
+from bot.learners import linking
+from bot.runtime.services import Services
+from bot.storage.db import utcnow
+from bot.storage.models import AuditEntry, Contact, InboundMessage, LinkToken
 from integrations.demo_platform import BackgroundServer, demo_app
 from integrations.platform import DEMO_PLATFORM_TOKEN, PlatformClient
 from tests.conftest import make_settings

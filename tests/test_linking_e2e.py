@@ -19,8 +19,8 @@ from rasa_sdk.executor import ActionExecutor
 from sqlalchemy import select
 
 import flows.learner as learner_flows
-from bot import linking
-from bot.models import Contact
+from bot.learners import linking
+from bot.storage.models import Contact
 from integrations.demo_platform import BackgroundServer, demo_app
 from integrations.platform import DEMO_PLATFORM_TOKEN, PlatformClient
 from tests.conftest import Gateway

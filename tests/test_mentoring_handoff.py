@@ -9,15 +9,15 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from bot.commands import handler_for
-from bot.db import utcnow
+from bot.conversation.commands import handler_for
 from bot.mentoring import sla
 from bot.mentoring.accounts import add_mentor
 from bot.mentoring.events import drain
 from bot.mentoring.handoff import HandoffError, claim, request_handoff, transfer
 from bot.mentoring.routing import end_handoff, route_to_mentor, send_mentor_reply
-from bot.models import AuditEntry, Contact, Handoff, InboundMessage, Mentor, Outbox
-from bot.services import Services
+from bot.runtime.services import Services
+from bot.storage.db import utcnow
+from bot.storage.models import AuditEntry, Contact, Handoff, InboundMessage, Mentor, Outbox
 from integrations.rasa import RasaClient
 from tests.doubles import RasaDouble
 
@@ -321,7 +321,7 @@ async def test_an_idle_close_spares_a_conversation_the_learner_just_wrote_to(ser
     """The learner writes while the timer is about to close: under the lease the close sees it."""
     from dataclasses import replace
 
-    from bot.models import InboundMessage
+    from bot.storage.models import InboundMessage
 
     services.settings = replace(services.settings, handoff_idle_timeout_s=600.0)
     cid = await make_contact(services, "telegram:23", "en")

@@ -1,4 +1,4 @@
-"""Alembic migrations create exactly the schema of bot/models.py, on PostgreSQL and SQLite."""
+"""Alembic migrations create exactly the schema of bot/storage/models.py, on PostgreSQL and SQLite."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ import asyncpg
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
-import bot.models
-from bot.cli import db_upgrade
-from bot.db import Base, make_engine
+import bot.storage.models
+from bot.runtime.cli import db_upgrade
+from bot.storage.db import Base, make_engine
 from tests.conftest import PG_DSN, make_settings, pg_async_url
 
 
@@ -51,7 +51,7 @@ def test_postgres_upgrade_matches_models(tmp_path: Path) -> None:
         from alembic.config import Config
 
         cfg = Config()
-        cfg.set_main_option("script_location", str(Path(bot.models.__file__).parent / "migrations"))
+        cfg.set_main_option("script_location", str(Path(bot.storage.models.__file__).parent / "migrations"))
         cfg.attributes["database_url"] = pg_async_url()
         cfg.attributes["schema"] = schema
         command.upgrade(cfg, "head")

@@ -9,7 +9,7 @@ from rasa_sdk import Tracker
 from rasa_sdk.events import SlotSet
 from rasa_sdk.executor import CollectingDispatcher
 
-from bot.catalogue import get_catalogue
+from bot.i18n.catalogue import get_catalogue
 from flows.dialogue import (
     ActionChangeLanguage,
     ActionDeleteMyData,

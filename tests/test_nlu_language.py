@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bot.language import choose_language, detect_language, language_from_name
+from bot.conversation.language import choose_language, detect_language, language_from_name
 
 MESSAGES = {
     "en": [

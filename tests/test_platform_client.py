@@ -17,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from bot.coordination import LocalCoordinator, RedisCoordinator
+from bot.runtime.coordination import LocalCoordinator, RedisCoordinator
 from integrations.demo_platform import BackgroundServer
 from integrations.platform import (
     LearnerNotFound,

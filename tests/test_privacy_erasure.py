@@ -13,11 +13,17 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy import JSON, String, Text, select
 
-from bot.catalogue import Rendered
 from bot.channels.base import OutboundMessage, SendResult
-from bot.commands import handler_for
-from bot.db import Base, utcnow
-from bot.models import (
+from bot.conversation.commands import handler_for
+from bot.i18n.catalogue import Rendered
+from bot.outbox.queue import enqueue
+from bot.privacy import erasure as _erasure  # noqa: F401  (registers the erase command)
+from bot.privacy import tracker_store
+from bot.privacy.audit import record_audit
+from bot.privacy.erasure import erase_contact
+from bot.runtime.services import Services
+from bot.storage.db import Base, utcnow
+from bot.storage.models import (
     AuditEntry,
     Contact,
     ErasureStat,
@@ -29,12 +35,6 @@ from bot.models import (
     Outbox,
     Reminder,
 )
-from bot.outbox import enqueue
-from bot.privacy import erasure as _erasure  # noqa: F401  (registers the erase command)
-from bot.privacy import tracker_store
-from bot.privacy.audit import record_audit
-from bot.privacy.erasure import erase_contact
-from bot.services import Services
 
 RASA_PYTHON = Path(__file__).resolve().parents[1] / ".venv-rasa" / "bin" / "python"
 
@@ -281,7 +281,7 @@ def test_cli_erase_and_export(tmp_path: Path) -> None:
     """`sanad learner export/erase` on the embedded default (SQLite, no Redis), in a fresh process."""
     import asyncio
 
-    from bot.services import Services as Svc
+    from bot.runtime.services import Services as Svc
     from tests.conftest import make_settings
 
     db = tmp_path / "cli.db"

@@ -9,14 +9,14 @@ from pathlib import Path
 import sqlalchemy as sa
 from sqlalchemy import func, select
 
-from bot.commands import handler_for
-from bot.db import utcnow
-from bot.models import AuditEntry, Contact, Handoff, InboundMessage, MentorNote, Outbox
+from bot.conversation.commands import handler_for
 from bot.privacy import export as _export  # noqa: F401  (registers the export command)
 from bot.privacy import tracker_store
 from bot.privacy.export import build_export, export_json
 from bot.privacy.retention import job, run_retention
-from bot.services import Services
+from bot.runtime.services import Services
+from bot.storage.db import utcnow
+from bot.storage.models import AuditEntry, Contact, Handoff, InboundMessage, MentorNote, Outbox
 from tests.test_privacy_erasure import KEY, KEY2, LEARNER, SECRETS, populate
 
 

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from bot.log_privacy import PHONE_MASK, PrivacyFilter, configure_logging, contact_ref, redact, reset_logging
-from bot.models import Contact
+from bot.privacy.logs import PHONE_MASK, PrivacyFilter, configure_logging, contact_ref, redact, reset_logging
+from bot.storage.models import Contact
 from tests.conftest import Gateway, make_settings
 
 NAME = "Lina Haddad"

@@ -8,9 +8,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select
 
-from bot.db import utcnow
-from bot.interceptors import interceptors
-from bot.models import AuditEntry, Contact, InboundMessage, Outbox
+from bot.conversation.interceptors import interceptors
 from bot.privacy.pin import (
     LOCK_S,
     MAX_FAILURES,
@@ -19,7 +17,9 @@ from bot.privacy.pin import (
     pin_required,
     reset_pin,
 )
-from bot.services import Services
+from bot.runtime.services import Services
+from bot.storage.db import utcnow
+from bot.storage.models import AuditEntry, Contact, InboundMessage, Outbox
 from tests.conftest import make_settings
 
 

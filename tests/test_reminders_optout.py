@@ -7,12 +7,12 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select
 
-from bot.commands import handler_for
-from bot.db import utcnow
-from bot.interceptors import interceptors
-from bot.models import Contact, InboundMessage, Outbox, Reminder
+from bot.conversation.commands import handler_for
+from bot.conversation.interceptors import interceptors
 from bot.reminders.optout import keyword_of, optout_keywords
-from bot.services import Services
+from bot.runtime.services import Services
+from bot.storage.db import utcnow
+from bot.storage.models import Contact, InboundMessage, Outbox, Reminder
 
 
 @pytest.mark.parametrize(

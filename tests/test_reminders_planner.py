@@ -8,11 +8,11 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-from bot.models import Contact, Outbox, Reminder
 from bot.reminders.dispatch import dispatch_due_reminders
 from bot.reminders.planner import plan_reminders, reminder_key
 from bot.reminders.quiet import quiet_end, shift_out_of_quiet
-from bot.services import Services
+from bot.runtime.services import Services
+from bot.storage.models import Contact, Outbox, Reminder
 
 # 10:00 UTC on a Wednesday; Kabul is UTC+4:30, Berlin UTC+1 in winter
 NOW = datetime(2026, 1, 14, 10, 0, tzinfo=UTC)

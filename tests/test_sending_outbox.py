@@ -11,13 +11,13 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from bot.catalogue import Rendered
 from bot.channels.base import OutboundMessage, SendError, SendErrorKind, SendResult
-from bot.db import utcnow
-from bot.models import Contact, Outbox, Reminder
-from bot.outbox import enqueue
-from bot.sending import OutboxSender, record_delivery_status
-from bot.services import Services
+from bot.i18n.catalogue import Rendered
+from bot.outbox.queue import enqueue
+from bot.outbox.sender import OutboxSender, record_delivery_status
+from bot.runtime.services import Services
+from bot.storage.db import utcnow
+from bot.storage.models import Contact, Outbox, Reminder
 from tests.bot_api_double import BotApiDouble
 from tests.conftest import make_settings, release
 

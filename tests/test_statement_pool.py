@@ -8,7 +8,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from bot.db import StatementPool
+from bot.storage.db import StatementPool
 from tests.conftest import PG_DSN
 
 

@@ -6,7 +6,7 @@ import json
 
 from sqlalchemy import select
 
-from bot.models import Contact, InboundMessage
+from bot.storage.models import Contact, InboundMessage
 from tests.conftest import Gateway
 from tests.test_gateway_telegram import count, private_message
 from tests.test_gateway_whatsapp import inbound

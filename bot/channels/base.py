@@ -11,7 +11,7 @@ import enum
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from bot.catalogue import Button
+from bot.i18n.catalogue import Button
 
 
 class VerifyError(Exception):

@@ -9,8 +9,8 @@ from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatc
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.config import LANGUAGES
-from bot.models import Mentor
+from bot.runtime.settings import LANGUAGES
+from bot.storage.models import Mentor
 
 ROLES: frozenset[str] = frozenset({"mentor", "lead"})
 MIN_PASSWORD_LEN = 10

@@ -6,8 +6,8 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.config import Settings
-from bot.models import AuditEntry
+from bot.runtime.settings import Settings
+from bot.storage.models import AuditEntry
 
 
 def subject_ref(settings: Settings, contact_key: str) -> str:

@@ -8,9 +8,9 @@ import getpass
 import sys
 from typing import Any
 
-from bot.config import Settings
-from bot.db import Database
 from bot.mentoring.accounts import AccountError, add_mentor
+from bot.runtime.settings import Settings
+from bot.storage.db import Database
 
 
 def register_cli(subparsers: Any) -> None:

@@ -19,16 +19,16 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_object_session
 
-from bot.catalogue import Rendered, normalise_language
-from bot.commands import CommandResult, command
-from bot.db import as_utc, utcnow
+from bot.conversation.commands import CommandResult, command
+from bot.i18n.catalogue import Rendered, normalise_language
 from bot.mentoring.audit import audit, mentor_actor
 from bot.mentoring.events import publish_after_commit
-from bot.models import Contact, Handoff, Mentor
-from bot.outbox import enqueue
+from bot.outbox.queue import enqueue
+from bot.storage.db import as_utc, utcnow
+from bot.storage.models import Contact, Handoff, Mentor
 
 if TYPE_CHECKING:
-    from bot.services import Services
+    from bot.runtime.services import Services
 
 log = logging.getLogger(__name__)
 
@@ -153,7 +153,7 @@ async def estimate(services: Services, session: AsyncSession, handoff: Handoff) 
 
 def eta_phrase(services: Services, minutes: int, language: str) -> str:
     """"about 10 minutes" / "about 2 hours" in the learner's language."""
-    from bot.catalogue import number
+    from bot.i18n.catalogue import number
 
     if minutes < 90:
         return services.catalogue.text("handoff_eta_minutes", language, minutes=number(minutes, language))

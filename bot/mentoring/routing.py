@@ -18,9 +18,8 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot import contact_lease
-from bot.catalogue import Rendered, normalise_language
-from bot.db import as_utc, utcnow
+from bot.conversation import lease as contact_lease
+from bot.i18n.catalogue import Rendered, normalise_language
 from bot.mentoring.audit import audit, mentor_actor
 from bot.mentoring.events import publish_after_commit
 from bot.mentoring.handoff import (
@@ -31,11 +30,12 @@ from bot.mentoring.handoff import (
     open_handoff,
     tell_rasa_resumed,
 )
-from bot.models import Contact, Handoff, InboundMessage, Mentor
-from bot.outbox import enqueue
+from bot.outbox.queue import enqueue
+from bot.storage.db import as_utc, utcnow
+from bot.storage.models import Contact, Handoff, InboundMessage, Mentor
 
 if TYPE_CHECKING:
-    from bot.services import Services
+    from bot.runtime.services import Services
 
 log = logging.getLogger(__name__)
 
@@ -204,7 +204,7 @@ async def _still_idle(session: AsyncSession, handoff: Handoff, since: datetime) 
 
 async def add_note(services: Services, session: AsyncSession, handoff: Handoff, mentor: Mentor, text: str) -> None:
     """An internal note on the conversation, never sent to the learner."""
-    from bot.models import MentorNote
+    from bot.storage.models import MentorNote
 
     text = (text or "").strip()
     if not text:

@@ -8,15 +8,15 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import func, or_, select, update
 
-from bot.db import utcnow
 from bot.mentoring.audit import audit
 from bot.mentoring.events import publish_after_commit
 from bot.mentoring.handoff import OPEN_STATES, console_event
 from bot.mentoring.routing import end_handoff
-from bot.models import Contact, Handoff
+from bot.storage.db import utcnow
+from bot.storage.models import Contact, Handoff
 
 if TYPE_CHECKING:
-    from bot.services import Services
+    from bot.runtime.services import Services
 
 log = logging.getLogger(__name__)
 _BATCH = 200

@@ -5,13 +5,13 @@ from __future__ import annotations
 import secrets
 from typing import TYPE_CHECKING, Any
 
-from bot.log_privacy import SENSITIVE_EXTRA_FIELDS, contact_ref
-from bot.models import AuditEntry
+from bot.privacy.logs import SENSITIVE_EXTRA_FIELDS, contact_ref
+from bot.storage.models import AuditEntry
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession
 
-    from bot.config import Settings
+    from bot.runtime.settings import Settings
 
 SUBJECT_REF_LENGTH = 16
 

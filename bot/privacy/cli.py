@@ -10,11 +10,11 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from bot.catalogue import get_catalogue
-from bot.config import Settings
-from bot.coordination import make_coordinator
-from bot.db import Database
-from bot.services import Services
+from bot.i18n.catalogue import get_catalogue
+from bot.runtime.coordination import make_coordinator
+from bot.runtime.services import Services
+from bot.runtime.settings import Settings
+from bot.storage.db import Database
 
 
 def _services(settings: Settings) -> Services:

@@ -21,13 +21,15 @@ from sqlalchemy import Text, cast, func, or_, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-from bot import contact_lease
 from bot.channels.base import OutboundMessage, SendError
-from bot.commands import CommandResult, command
-from bot.coordination import LocalCoordinator
-from bot.db import utcnow
-from bot.log_privacy import contact_ref
-from bot.models import (
+from bot.conversation import lease as contact_lease
+from bot.conversation.commands import CommandResult, command
+from bot.privacy import tracker_store
+from bot.privacy.audit import clean_detail, erased_ref, subject_ref
+from bot.privacy.logs import contact_ref
+from bot.runtime.coordination import LocalCoordinator
+from bot.storage.db import utcnow
+from bot.storage.models import (
     AuditEntry,
     Contact,
     ErasureStat,
@@ -38,14 +40,12 @@ from bot.models import (
     Outbox,
     Reminder,
 )
-from bot.privacy import tracker_store
-from bot.privacy.audit import clean_detail, erased_ref, subject_ref
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession
 
-    from bot.coordination import Coordinator
-    from bot.services import Services
+    from bot.runtime.coordination import Coordinator
+    from bot.runtime.services import Services
 
 log = logging.getLogger(__name__)
 
@@ -314,7 +314,7 @@ async def erase_contact(
 ) -> ErasureReport:
     """Erase a contact (by key, `#id` or address) or every contact of a learner id; see the module doc.
 
-    With `hold_locks` the contacts' conversation leases (bot/contact_lease.py, the pipeline's)
+    With `hold_locks` the contacts' conversation leases (bot/conversation/lease.py, the pipeline's)
     are held so no message of theirs is being processed meanwhile; the `erase` command runs
     while the pipeline holds the lease already and passes False.
     """

@@ -10,17 +10,17 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import or_, select
 
-from bot.commands import CommandResult, command
-from bot.db import as_utc, utcnow
-from bot.models import AuditEntry, Contact, Handoff, InboundMessage, LinkToken, MentorNote, Outbox, Reminder
+from bot.conversation.commands import CommandResult, command
 from bot.privacy import tracker_store
 from bot.privacy.audit import record_audit, subject_ref
 from bot.privacy.erasure import resolve_subject, subject_refs
+from bot.storage.db import as_utc, utcnow
+from bot.storage.models import AuditEntry, Contact, Handoff, InboundMessage, LinkToken, MentorNote, Outbox, Reminder
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession
 
-    from bot.services import Services
+    from bot.runtime.services import Services
 
 EXPORT_FORMAT = "sanad-export/1"
 # secrets and internal bookkeeping that say nothing about the learner

@@ -31,18 +31,18 @@ from typing import TYPE_CHECKING, Any
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
-from bot.db import as_utc, utcnow
-from bot.interceptors import Intercepted, interceptor
-from bot.log_privacy import contact_ref
-from bot.models import Contact
-from bot.outbox import enqueue
+from bot.conversation.interceptors import Intercepted, interceptor
+from bot.outbox.queue import enqueue
 from bot.privacy.audit import record_audit
+from bot.privacy.logs import contact_ref
+from bot.storage.db import as_utc, utcnow
+from bot.storage.models import Contact
 
 if TYPE_CHECKING:
-    from bot.catalogue import Rendered
-    from bot.config import Settings
-    from bot.models import InboundMessage
-    from bot.services import Services
+    from bot.i18n.catalogue import Rendered
+    from bot.runtime.services import Services
+    from bot.runtime.settings import Settings
+    from bot.storage.models import InboundMessage
 
 log = logging.getLogger(__name__)
 

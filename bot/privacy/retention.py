@@ -16,13 +16,13 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 from sqlalchemy import and_, select
 
-from bot.db import utcnow
-from bot.log_privacy import SENSITIVE_EXTRA_FIELDS
-from bot.models import AuditEntry, Handoff, InboundMessage, MentorNote, Outbox, Reminder
 from bot.privacy import tracker_store
+from bot.privacy.logs import SENSITIVE_EXTRA_FIELDS
+from bot.storage.db import utcnow
+from bot.storage.models import AuditEntry, Handoff, InboundMessage, MentorNote, Outbox, Reminder
 
 if TYPE_CHECKING:
-    from bot.services import Services
+    from bot.runtime.services import Services
 
 log = logging.getLogger(__name__)
 

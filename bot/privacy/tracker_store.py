@@ -23,7 +23,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 
 if TYPE_CHECKING:
-    from bot.config import Settings
+    from bot.runtime.settings import Settings
 
 _metadata = sa.MetaData()
 

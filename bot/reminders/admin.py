@@ -28,7 +28,7 @@ from bot.reminders.broadcasts import (
     preview,
     progress,
 )
-from bot.services import Services
+from bot.runtime.services import Services
 
 
 def _services(request: Request) -> Services:

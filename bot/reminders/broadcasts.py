@@ -23,12 +23,12 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.catalogue import normalise_language
-from bot.config import DEFAULT_LANGUAGE, LANGUAGES
-from bot.db import as_utc, utcnow
-from bot.models import Broadcast, Contact, Outbox
+from bot.i18n.catalogue import normalise_language
 from bot.reminders.dispatch import insert_ignore
-from bot.services import Services
+from bot.runtime.services import Services
+from bot.runtime.settings import DEFAULT_LANGUAGE, LANGUAGES
+from bot.storage.db import as_utc, utcnow
+from bot.storage.models import Broadcast, Contact, Outbox
 
 log = logging.getLogger(__name__)
 

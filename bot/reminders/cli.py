@@ -8,8 +8,8 @@ import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from bot.config import LANGUAGES, Settings
-from bot.services import Services
+from bot.runtime.services import Services
+from bot.runtime.settings import LANGUAGES, Settings
 
 
 def _print(value: Any) -> None:

@@ -15,12 +15,12 @@ from sqlalchemy import bindparam, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-from bot.catalogue import Catalogue, day_phrase, local_time, normalise_language
-from bot.db import as_utc, utcnow
-from bot.models import Contact, Outbox, Reminder
-from bot.outbox import rendered_payload
+from bot.i18n.catalogue import Catalogue, day_phrase, local_time, normalise_language
+from bot.outbox.queue import rendered_payload
 from bot.reminders.quiet import quiet_end
-from bot.services import Services
+from bot.runtime.services import Services
+from bot.storage.db import as_utc, utcnow
+from bot.storage.models import Contact, Outbox, Reminder
 
 log = logging.getLogger(__name__)
 
@@ -154,6 +154,6 @@ async def dispatch_due_reminders(services: Services, now: datetime | None = None
 
 def rendered_payload_for(params: dict[str, str]) -> dict[str, Any] | None:
     """Outbox payload of a reminder: the template parameters for WhatsApp outside the 24-hour window."""
-    from bot.catalogue import Rendered
+    from bot.i18n.catalogue import Rendered
 
     return rendered_payload(Rendered(""), {"template_params": params})

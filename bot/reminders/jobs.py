@@ -6,12 +6,12 @@ import logging
 import time
 from datetime import datetime
 
-from bot.coordination import LockTimeout
-from bot.db import utcnow
 from bot.reminders.broadcasts import expand_due_broadcasts, finish_broadcasts
 from bot.reminders.dispatch import dispatch_due_reminders
 from bot.reminders.planner import PLAN_LOCK, PlanStats, plan_reminders
-from bot.services import Services
+from bot.runtime.coordination import LockTimeout
+from bot.runtime.services import Services
+from bot.storage.db import utcnow
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ async def plan_if_due(services: Services, now: datetime | None = None, force: bo
 
 async def job(services: Services) -> None:
     """Plan due reminders, queue the due ones, expand due broadcasts and send a batch of the outbox."""
-    from bot.sending import OutboxSender
+    from bot.outbox.sender import OutboxSender
 
     now = utcnow()
     await plan_if_due(services, now)

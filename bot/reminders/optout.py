@@ -11,11 +11,11 @@ from typing import Any
 from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession, async_object_session
 
-from bot.catalogue import Rendered
-from bot.commands import CommandResult, command
-from bot.interceptors import Intercepted, interceptor
-from bot.models import Contact, InboundMessage
-from bot.services import Services
+from bot.conversation.commands import CommandResult, command
+from bot.conversation.interceptors import Intercepted, interceptor
+from bot.i18n.catalogue import Rendered
+from bot.runtime.services import Services
+from bot.storage.models import Contact, InboundMessage
 
 log = logging.getLogger(__name__)
 

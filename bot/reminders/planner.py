@@ -33,10 +33,10 @@ from sqlalchemy import select, text, update
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.db import as_utc, utcnow
-from bot.models import Contact, Outbox, Reminder
 from bot.reminders.quiet import shift_out_of_quiet
-from bot.services import Services
+from bot.runtime.services import Services
+from bot.storage.db import as_utc, utcnow
+from bot.storage.models import Contact, Outbox, Reminder
 
 log = logging.getLogger(__name__)
 

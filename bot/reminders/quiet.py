@@ -6,12 +6,12 @@ from datetime import UTC, date, datetime, time, timedelta
 from functools import lru_cache
 from zoneinfo import ZoneInfo
 
-from bot.catalogue import zone
+from bot.i18n.catalogue import zone
 
 
 @lru_cache(maxsize=1024)
 def cached_zone(name: str | None) -> ZoneInfo:
-    """`bot.catalogue.zone`, cached: planning converts hundreds of thousands of times."""
+    """`bot.i18n.catalogue.zone`, cached: planning converts hundreds of thousands of times."""
     return zone(name)
 
 

@@ -29,8 +29,8 @@ from integrations.platform.errors import LearnerNotFound, PlatformDataError, Pla
 from integrations.platform.models import Credit, Deadline, DeadlinePage, Enrolment, Learner, LearnerDeadline, University
 
 if TYPE_CHECKING:
-    from bot.config import Settings
-    from bot.coordination import Coordinator
+    from bot.runtime.coordination import Coordinator
+    from bot.runtime.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
-from bot.services import Services
+from bot.runtime.services import Services
 from tests.e2e.stack import TELEGRAM_SECRET, TWILIO_TOKEN, Stack
 
 _update_ids = itertools.count(1)
@@ -26,7 +26,7 @@ _chat_ids = itertools.count(700_001)
 
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    from bot.rasa_runtime import RasaNotInstalled, rasa_executable
+    from bot.runtime.rasa import RasaNotInstalled, rasa_executable
 
     try:
         rasa_executable()
@@ -99,8 +99,8 @@ class E2E:
 @pytest.fixture
 async def e2e(stack: Stack) -> AsyncIterator[E2E]:
     """The running stack, plus services of this test's own on the same database (reads, redelivery)."""
-    from bot.app import load_components
-    from bot.sending import OutboxSender
+    from bot.outbox.sender import OutboxSender
+    from bot.web.app import load_components
 
     services = Services.build(stack.settings())
     load_components()

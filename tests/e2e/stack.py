@@ -26,7 +26,7 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
-from bot.config import PROJECT_ROOT, Settings
+from bot.runtime.settings import PROJECT_ROOT, Settings
 
 TELEGRAM_TOKEN = "123456:E2E-token"
 TELEGRAM_SECRET = "e2e-webhook-secret"
@@ -169,8 +169,8 @@ class Stack:
     async def _create_database(self) -> None:
         import asyncpg
 
-        import bot.models  # noqa: F401  (every table on Base.metadata)
-        from bot.db import Base, Database
+        import bot.storage.models  # noqa: F401  (every table on Base.metadata)
+        from bot.storage.db import Base, Database
 
         if self.db == "postgres":
             conn = await asyncpg.connect(PG_ADMIN_DSN)
@@ -204,7 +204,7 @@ class Stack:
             await client.aclose()
 
     def start(self) -> Stack:
-        from bot.rasa_runtime import train, write_endpoints
+        from bot.runtime.rasa import train, write_endpoints
 
         started = time.monotonic()
         self.tmp.mkdir(parents=True, exist_ok=True)
@@ -269,7 +269,7 @@ class Stack:
     # --- Rasa ---------------------------------------------------------------------
 
     def start_rasa(self, wait: bool = True) -> None:
-        from bot.rasa_runtime import rasa_command
+        from bot.runtime.rasa import rasa_command
 
         if self.model is None or self.config_dir is None:
             raise RuntimeError("stack not started")
@@ -282,7 +282,7 @@ class Stack:
 
     def start_more_rasa(self) -> None:
         """The second and later Rasa servers (they stay up through stop_rasa/start_rasa)."""
-        from bot.rasa_runtime import rasa_command
+        from bot.runtime.rasa import rasa_command
 
         if self.model is None or self.config_dir is None:
             raise RuntimeError("stack not started")
@@ -348,8 +348,8 @@ def run_gateway(port: int) -> None:
     """The gateway process of the stack: the real app under uvicorn."""
     import uvicorn
 
-    from bot.app import create_app
-    from bot.log_privacy import configure_logging
+    from bot.privacy.logs import configure_logging
+    from bot.web.app import create_app
 
     settings = Settings.from_env()
     configure_logging(settings, "INFO")

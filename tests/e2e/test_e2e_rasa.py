@@ -15,8 +15,9 @@ import pytest
 from babel.dates import format_date
 from sqlalchemy import select
 
-from bot import linking, pipeline
-from bot.models import Contact, Handoff, InboundMessage, Outbox
+from bot.conversation import pipeline
+from bot.learners import linking
+from bot.storage.models import Contact, Handoff, InboundMessage, Outbox
 from tests.e2e.conftest import E2E
 from tests.e2e.stack import TWILIO_FROM
 

@@ -1,0 +1,1 @@
+"""Telegram: webhook verification, parsing, sending through python-telegram-bot."""

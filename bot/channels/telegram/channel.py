@@ -1,0 +1,275 @@
+"""Telegram over the Bot API: webhook verification and parsing, sending through PTB's `Bot`.
+
+Bot API reference: https://core.telegram.org/bots/api
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+from typing import Any
+
+from bot.channels.base import (
+    HttpRequestData,
+    Ignored,
+    InboundEvent,
+    OutboundMessage,
+    ParseError,
+    ParseResult,
+    SendError,
+    SendErrorKind,
+    SendResult,
+    VerifyError,
+)
+from bot.channels.telegram.transport import KeepAliveRequest
+from bot.conversation.text import split_text
+from bot.runtime.settings import Settings
+from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup
+from telegram.error import BadRequest, Forbidden, InvalidToken, NetworkError, RetryAfter, TelegramError, TimedOut
+
+log = logging.getLogger(__name__)
+
+SECRET_HEADER = "x-telegram-bot-api-secret-token"  # noqa: S105  (a header name, not a secret)
+MAX_CALLBACK_DATA_BYTES = 64  # https://core.telegram.org/bots/api#inlinekeyboardbutton
+MEDIA_KINDS = ("voice", "audio", "video", "video_note", "document", "animation", "sticker")
+# Update kinds we understand but never answer: https://core.telegram.org/bots/api#update
+IGNORED_UPDATES = (
+    "edited_message",
+    "channel_post",
+    "edited_channel_post",
+    "business_connection",
+    "business_message",
+    "edited_business_message",
+    "deleted_business_messages",
+    "message_reaction",
+    "message_reaction_count",
+    "inline_query",
+    "chosen_inline_result",
+    "shipping_query",
+    "pre_checkout_query",
+    "purchased_paid_media",
+    "poll",
+    "poll_answer",
+    "chat_member",
+    "chat_join_request",
+    "chat_boost",
+    "removed_chat_boost",
+)
+
+
+def webhook_secret(settings: Settings) -> str | None:
+    """The secret Telegram must echo; derived from the bot token when not configured explicitly."""
+    if settings.telegram_webhook_secret:
+        return settings.telegram_webhook_secret
+    if not settings.telegram_bot_token:
+        return None
+    digest = hmac.new(settings.secret_key.encode(), settings.telegram_bot_token.encode(), hashlib.sha256)
+    return digest.hexdigest()[:48]
+
+
+def callback_data_for(payload: str, index: int) -> str:
+    """Telegram caps callback_data at 64 bytes; a longer payload is sent as its button index."""
+    if len(payload.encode("utf-8")) <= MAX_CALLBACK_DATA_BYTES:
+        return payload
+    return f"btn:{index}"
+
+
+def _name(user: dict[str, Any]) -> str | None:
+    name = user.get("first_name")
+    return str(name)[:128] if name else None
+
+
+class TelegramChannel:
+    """The Telegram channel (private chats with the bot)."""
+
+    name = "telegram"
+    max_text_len = 4096
+    numbered_buttons = False
+
+    def __init__(self, settings: Settings, request: Any = None) -> None:
+        if not settings.telegram_bot_token:
+            raise ValueError("TELEGRAM_BOT_TOKEN is not set")
+        self.secret = webhook_secret(settings)
+        base = settings.telegram_api_base_url
+        self.bot = Bot(
+            token=settings.telegram_bot_token,
+            base_url=f"{base}/bot",
+            base_file_url=f"{base}/file/bot",
+            request=request or KeepAliveRequest(connection_pool_size=64),
+        )
+
+    # -- inbound -------------------------------------------------------------
+
+    def verify(self, request: HttpRequestData) -> None:
+        given = request.headers.get(SECRET_HEADER)
+        if given is None:
+            raise VerifyError(401, "missing secret token header")
+        if self.secret is None or not hmac.compare_digest(given.encode(), self.secret.encode()):
+            raise VerifyError(403, "wrong secret token")
+
+    def parse(self, request: HttpRequestData) -> ParseResult:
+        try:
+            update = json.loads(request.body)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ParseError("body is not JSON") from exc
+        if not isinstance(update, dict) or not isinstance(update.get("update_id"), int):
+            raise ParseError("not a Telegram update (no integer update_id)")
+        update_id = update["update_id"]
+        if isinstance(update.get("message"), dict):
+            return self._parse_message(update_id, update["message"])
+        if isinstance(update.get("callback_query"), dict):
+            return self._parse_callback(update_id, update["callback_query"])
+        if isinstance(update.get("my_chat_member"), dict):
+            return self._parse_member(update_id, update["my_chat_member"])
+        for kind in IGNORED_UPDATES:
+            if kind in update:
+                return Ignored(kind.replace("_", " "))
+        return Ignored("unknown update type")
+
+    def _parse_message(self, update_id: int, msg: dict[str, Any]) -> ParseResult:
+        chat = msg.get("chat")
+        if not isinstance(chat, dict) or "id" not in chat:
+            raise ParseError("message without chat")
+        if chat.get("type", "private") != "private":
+            return Ignored("not a private chat")
+        user: dict[str, Any] = msg["from"] if isinstance(msg.get("from"), dict) else {}
+        event = InboundEvent(
+            channel=self.name,
+            address=str(chat["id"]),
+            dedup_key=f"telegram:{update_id}",
+            provider_id=str(msg.get("message_id", update_id)),
+            display_name=_name(user) or _name(chat),
+            language_hint=user.get("language_code"),
+        )
+        text = msg.get("text")
+        caption = msg.get("caption")
+        if isinstance(text, str):
+            event.text = text
+            if text.startswith("/"):
+                command, _, args = text[1:].partition(" ")
+                event.kind = "command"
+                event.payload = {"command": command.split("@", 1)[0].lower(), "args": args.strip()}
+            return [event]
+        if isinstance(msg.get("photo"), list) and msg["photo"]:
+            largest = max(msg["photo"], key=lambda p: p.get("file_size", 0) or p.get("width", 0))
+            event.kind, event.media_ref, event.media_type = "photo", largest.get("file_id"), "image/jpeg"
+        elif isinstance(msg.get("location"), dict):
+            loc = msg["location"]
+            event.kind = "location"
+            event.payload = {"latitude": loc.get("latitude"), "longitude": loc.get("longitude")}
+        elif isinstance(msg.get("contact"), dict):
+            card = msg["contact"]
+            event.kind = "contact"
+            event.payload = {"phone_number": card.get("phone_number"), "first_name": card.get("first_name")}
+        else:
+            for kind in MEDIA_KINDS:
+                media = msg.get(kind)
+                if isinstance(media, dict):
+                    event.kind = {"video_note": "video", "animation": "video"}.get(kind, kind)
+                    event.media_ref = media.get("file_id")
+                    event.media_type = media.get("mime_type") or kind
+                    if kind == "sticker":
+                        event.payload = {"emoji": media.get("emoji")}
+                    break
+            else:
+                if any(k in msg for k in ("pinned_message", "new_chat_members", "left_chat_member", "new_chat_title")):
+                    return Ignored("service message")
+                event.kind = "other"
+        if isinstance(caption, str):
+            event.text = caption
+        return [event]
+
+    def _parse_callback(self, update_id: int, query: dict[str, Any]) -> ParseResult:
+        user: dict[str, Any] = query["from"] if isinstance(query.get("from"), dict) else {}
+        message: dict[str, Any] = query["message"] if isinstance(query.get("message"), dict) else {}
+        chat: dict[str, Any] = message["chat"] if isinstance(message.get("chat"), dict) else {}
+        chat_id = chat.get("id", user.get("id"))
+        if chat_id is None or "id" not in query:
+            raise ParseError("callback query without chat or id")
+        if chat and chat.get("type", "private") != "private":
+            return Ignored("not a private chat")
+        data = query.get("data")
+        if not isinstance(data, str):
+            return Ignored("callback query without data (game)")
+        return [
+            InboundEvent(
+                channel=self.name,
+                address=str(chat_id),
+                dedup_key=f"telegram:{update_id}",
+                provider_id=str(query["id"]),
+                kind="button",
+                text=data,
+                payload={"payload": data},
+                display_name=_name(user),
+                language_hint=user.get("language_code"),
+                ack={"callback_query_id": str(query["id"])},
+            )
+        ]
+
+    def _parse_member(self, update_id: int, member: dict[str, Any]) -> ParseResult:
+        chat: dict[str, Any] = member["chat"] if isinstance(member.get("chat"), dict) else {}
+        new: dict[str, Any] = member["new_chat_member"] if isinstance(member.get("new_chat_member"), dict) else {}
+        if chat.get("type") != "private" or "id" not in chat:
+            return Ignored("chat member update outside a private chat")
+        status = new.get("status")
+        # "kicked" in a private chat means the learner blocked the bot
+        kind = {"kicked": "blocked", "member": "unblocked"}.get(str(status))
+        if kind is None:
+            return Ignored("chat member update")
+        return [
+            InboundEvent(
+                channel=self.name,
+                address=str(chat["id"]),
+                dedup_key=f"telegram:{update_id}",
+                provider_id=str(update_id),
+                kind=kind,
+            )
+        ]
+
+    # -- outbound ------------------------------------------------------------
+
+    async def send(self, address: str, message: OutboundMessage) -> SendResult:
+        parts = split_text(message.text, self.max_text_len) or [" "]
+        markup = None
+        if message.buttons:
+            markup = InlineKeyboardMarkup(
+                [[InlineKeyboardButton(b.title[:64], callback_data=callback_data_for(b.payload, i))]
+                 for i, b in enumerate(message.buttons)]
+            )
+        ids: list[str] = []
+        try:
+            for index, part in enumerate(parts):
+                sent = await self.bot.send_message(
+                    chat_id=address,
+                    text=part,
+                    reply_markup=markup if index == len(parts) - 1 else None,
+                )
+                ids.append(str(sent.message_id))
+        except RetryAfter as exc:
+            retry = exc.retry_after
+            seconds = retry.total_seconds() if hasattr(retry, "total_seconds") else float(retry)
+            raise SendError(SendErrorKind.THROTTLED, "429", retry_after_s=seconds) from exc
+        except Forbidden as exc:
+            raise SendError(SendErrorKind.CONTACT_STOPPED, "403 " + exc.message[:80]) from exc
+        except (BadRequest, InvalidToken) as exc:
+            raise SendError(SendErrorKind.PERMANENT, exc.message[:80]) from exc
+        except (TimedOut, NetworkError) as exc:
+            raise SendError(SendErrorKind.TRANSIENT, type(exc).__name__) from exc
+        except TelegramError as exc:
+            raise SendError(SendErrorKind.TRANSIENT, exc.message[:80]) from exc
+        return SendResult(tuple(ids))
+
+    async def acknowledge(self, event: InboundEvent) -> None:
+        if not event.ack or "callback_query_id" not in event.ack:
+            return
+        try:
+            await self.bot.answer_callback_query(event.ack["callback_query_id"])
+        except TelegramError:
+            # an expired query (older than ~15 min) cannot be answered; the message is handled anyway
+            log.info("callback query could not be answered")
+
+    async def close(self) -> None:
+        # the Bot was never `initialize()`d (that would call getMe): close its transport directly
+        await self.bot.request.shutdown()

@@ -1,0 +1,1 @@
+"""The web chat channel (the embedded default)."""

@@ -1,0 +1,1 @@
+"""WhatsApp through Twilio: signed webhooks, parsing, sending, templates."""

@@ -1,0 +1,1 @@
+"""Who the learner is: linking a chat to a learner of the platform."""

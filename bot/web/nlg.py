@@ -1,0 +1,70 @@
+"""Rasa's NLG endpoint: renders a response name from the catalogue in the learner's language.
+
+Rasa 3.6 POSTs `{"response", "arguments", "tracker", "channel"}`; the answer's `text`
+and `buttons` go back to the learner. Language: the `language` slot (set when the
+learner asked to switch) wins, then the gateway's metadata on the latest message.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from bot.i18n.catalogue import Catalogue, normalise_language
+
+log = logging.getLogger(__name__)
+
+
+def language_of(tracker: dict[str, Any]) -> str:
+    slots = tracker.get("slots") or {}
+    slot = slots.get("language") if isinstance(slots, dict) else None
+    if isinstance(slot, str) and slot:
+        return normalise_language(slot)
+    latest = tracker.get("latest_message") or {}
+    meta = latest.get("metadata") or {} if isinstance(latest, dict) else {}
+    return normalise_language(meta.get("language") if isinstance(meta, dict) else None)
+
+
+def render_nlg(catalogue: Catalogue, body: dict[str, Any]) -> dict[str, Any]:
+    """The NLG answer for one Rasa request."""
+    response = str(body.get("response") or "")
+    tracker: dict[str, Any] = body["tracker"] if isinstance(body.get("tracker"), dict) else {}
+    language = language_of(tracker)
+    params: dict[str, Any] = {}
+    slots = tracker.get("slots")
+    if isinstance(slots, dict):
+        params.update({k: v for k, v in slots.items() if v is not None})
+    arguments = body.get("arguments")
+    if isinstance(arguments, dict):
+        params.update(arguments)
+    if not catalogue.has(response):
+        log.warning("NLG asked for unknown response %s", response)
+        response = "gateway_error"
+    rendered = catalogue.render(response, language, **params)
+    return {
+        "text": rendered.text,
+        "buttons": [{"title": b.title, "payload": b.payload} for b in rendered.buttons],
+        "image": None,
+        "elements": [],
+        "attachments": [],
+        "custom": {},
+    }
+
+
+async def nlg_endpoint(request: Request) -> Response:
+    try:
+        body = json.loads(await request.body())
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return JSONResponse({"error": "bad request"}, status_code=400)
+    if not isinstance(body, dict):
+        return JSONResponse({"error": "bad request"}, status_code=400)
+    return JSONResponse(render_nlg(request.app.state.services.catalogue, body))
+
+
+def routes() -> list[BaseRoute]:
+    return [Route("/nlg", nlg_endpoint, methods=["POST"])]
