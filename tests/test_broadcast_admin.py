@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -31,7 +30,7 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 @pytest.fixture
 async def api(services: Services) -> AsyncIterator[httpx.AsyncClient]:
-    services.settings = dataclasses.replace(services.settings, admin_api_token=TOKEN)
+    services.settings = services.settings.replace(admin_api_token=TOKEN)
     app = Starlette(routes=admin.routes())
     app.state.services = services
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
@@ -59,7 +58,7 @@ async def test_admin_api_is_off_without_token_and_needs_the_bearer(services: Ser
     app.state.services = services
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
         assert (await client.post("/api/broadcasts", json={})).status_code == 404
-    services.settings = dataclasses.replace(services.settings, admin_api_token=TOKEN)
+    services.settings = services.settings.replace(admin_api_token=TOKEN)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client:
         assert (await client.post("/api/broadcasts", json={})).status_code == 401
         wrong = await client.get("/api/broadcasts/1", headers={"Authorization": "Bearer nope"})

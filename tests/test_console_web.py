@@ -206,10 +206,8 @@ async def test_telegram_learner_mentor_round_trip(gateway: Gateway, console: htt
 
 async def test_whatsapp_reply_outside_window_goes_out_as_template(gateway: Gateway,
                                                                   console: httpx.AsyncClient) -> None:
-    from dataclasses import replace
-
-    gateway.services.settings = replace(gateway.services.settings,
-                                        whatsapp_template_mentor_reply={"en": "HX0000mentorreply"})
+    gateway.services.settings = gateway.services.settings.replace(
+        whatsapp_templates={"MENTOR_REPLY_EN": "HX0000mentorreply"})
     await mentor(gateway, "amal@example.org", "en")
     form = {"From": "whatsapp:+4915112345678", "To": "whatsapp:+14155238886",
             "Body": "Can I speak with a real person about my course",

@@ -207,9 +207,9 @@ async def test_resolve_returns_to_bot_even_when_rasa_is_down(services: Services)
 
 
 async def test_whatsapp_outside_24h_window_sends_the_template(services: Services, tmp_path: Any) -> None:
-    from dataclasses import replace
 
-    services.settings = replace(services.settings, whatsapp_template_mentor_reply={"ar": "HXar", "": "HXany"})
+    services.settings = services.settings.replace(
+        whatsapp_templates={"MENTOR_REPLY_AR": "HXar", "MENTOR_REPLY": "HXany"})
     cid = await make_contact(services, "whatsapp:+4915100000001", language="ar",
                              last_inbound_at=utcnow() - timedelta(hours=30))
     await escalate(services, cid)
@@ -228,7 +228,7 @@ async def test_whatsapp_outside_24h_window_sends_the_template(services: Services
     assert row.payload["template"]["sid"] == "HXar" and row.origin == "mentor" and row.author_mentor_id == mentor.id
     assert "Hello" not in (row.text or "")
 
-    services.settings = replace(services.settings, whatsapp_template_mentor_reply={})
+    services.settings = services.settings.replace(whatsapp_templates={})
     async with services.db.session() as s:
         handoff = await s.get(Handoff, h.id)
         assert handoff is not None
@@ -276,9 +276,8 @@ async def test_transfer_checks_languages(services: Services) -> None:
 
 
 async def test_sla_realerts_unclaimed_and_urgent_goes_to_everyone(services: Services) -> None:
-    from dataclasses import replace
 
-    services.settings = replace(services.settings, handoff_claim_timeout_s=60.0)
+    services.settings = services.settings.replace(handoff_claim_timeout_s=60.0)
     calm = await make_contact(services, "telegram:11", "en")
     urgent = await make_contact(services, "telegram:12", "fa")
     await escalate(services, calm)
@@ -299,9 +298,8 @@ async def test_sla_realerts_unclaimed_and_urgent_goes_to_everyone(services: Serv
 
 
 async def test_sla_closes_idle_conversations(services: Services) -> None:
-    from dataclasses import replace
 
-    services.settings = replace(services.settings, handoff_idle_timeout_s=600.0)
+    services.settings = services.settings.replace(handoff_idle_timeout_s=600.0)
     cid = await make_contact(services, "telegram:21", "de")
     fresh = await make_contact(services, "telegram:22", "de")
     await escalate(services, cid)
@@ -319,11 +317,10 @@ async def test_sla_closes_idle_conversations(services: Services) -> None:
 
 async def test_an_idle_close_spares_a_conversation_the_learner_just_wrote_to(services: Services) -> None:
     """The learner writes while the timer is about to close: under the lease the close sees it."""
-    from dataclasses import replace
 
     from bot.storage.models import InboundMessage
 
-    services.settings = replace(services.settings, handoff_idle_timeout_s=600.0)
+    services.settings = services.settings.replace(handoff_idle_timeout_s=600.0)
     cid = await make_contact(services, "telegram:23", "en")
     await escalate(services, cid)
     async with services.db.session() as s:

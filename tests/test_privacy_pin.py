@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
 from datetime import timedelta
 
 import pytest
@@ -40,7 +39,7 @@ def test_pin_required_is_defined_by_the_last_verified_activity(tmp_path) -> None
     assert pin_required(contact, now, settings) is True
     contact.pin_verified_at = (now - timedelta(seconds=60)).replace(tzinfo=None)  # SQLite hands back naive UTC
     assert pin_required(contact, now, settings) is False
-    short = replace(settings, pin_idle_s=30.0)
+    short = settings.replace(pin_idle_s=30.0)
     assert pin_required(contact, now, short) is True
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -192,7 +191,7 @@ async def test_reminder_found_at_night_waits_for_morning(services: Services) -> 
 async def test_reminder_found_at_night_within_a_long_grace_goes_out_at_the_end_of_quiet_hours(
     services: Services,
 ) -> None:
-    services.settings = dataclasses.replace(services.settings, reminder_grace_s=12 * 3600.0)
+    services.settings = services.settings.replace(reminder_grace_s=12 * 3600.0)
     await add_contact(services, 1, "L1", timezone="UTC")
     due = datetime(2026, 1, 15, 20, 30, tzinfo=UTC)
     await plan_reminders(services, Feed([deadline("L1", "d1", due)]), datetime(2026, 1, 8, tzinfo=UTC))

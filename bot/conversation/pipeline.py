@@ -406,7 +406,7 @@ def _slots(services: Services) -> asyncio.Semaphore:
     under a backlog the rest wait here, holding no Redis or database connection."""
     slots = services.extras.get("pipeline_slots")
     if not isinstance(slots, asyncio.Semaphore):
-        size = int(services.settings.extra.get("SANAD_PROCESS_CONCURRENCY", "32"))
+        size = services.settings.process_concurrency
         if size < 1:
             raise ValueError("SANAD_PROCESS_CONCURRENCY must be at least 1")
         slots = services.extras["pipeline_slots"] = asyncio.Semaphore(size)

@@ -414,7 +414,7 @@ async def cli_link_token(learner_id: str, check: bool = True, settings: Any = No
     try:
         if services.db.is_sqlite:
             await services.db.create_all()
-        if not settings.platform_api_url and not settings.extra.get("SANAD_DEMO_PLATFORM_URL"):
+        if not settings.platform_api_url and not settings.demo_platform_url:
             # the embedded demo platform lives inside the gateway, which may not run now: ask it in-process
             import httpx
 

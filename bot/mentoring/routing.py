@@ -105,8 +105,9 @@ def outside_whatsapp_window(contact: Contact) -> bool:
 
 
 def mentor_reply_template_sid(services: Services, language: str) -> str | None:
-    templates = services.settings.whatsapp_template_mentor_reply
-    return templates.get(language) or templates.get("") or None
+    templates = services.settings.whatsapp_templates
+    raw = templates.get(f"MENTOR_REPLY_{language.upper()}") or templates.get("MENTOR_REPLY")
+    return raw.partition("|")[0].strip() or None if raw else None
 
 
 async def send_mentor_reply(

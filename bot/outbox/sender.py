@@ -149,9 +149,8 @@ class OutboxSender:
 
     def __init__(self, services: Services, *, batch_size: int | None = None, concurrency: int | None = None) -> None:
         self.services = services
-        extra = services.settings.extra
-        self.batch_size = batch_size or int(extra.get("SANAD_SEND_BATCH", "50"))
-        self.concurrency = concurrency or int(extra.get("SANAD_SEND_CONCURRENCY", "8"))
+        self.batch_size = batch_size or services.settings.send_batch
+        self.concurrency = concurrency or services.settings.send_concurrency
         if self.batch_size < 1 or self.concurrency < 1:
             raise ValueError("SANAD_SEND_BATCH and SANAD_SEND_CONCURRENCY must be at least 1")
         self.max_attempts = services.settings.send_max_attempts or MAX_ATTEMPTS

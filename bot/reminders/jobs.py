@@ -22,11 +22,7 @@ PLAN_RETRY_S = 60.0
 
 
 def plan_interval_s(services: Services) -> float:
-    raw = services.settings.extra.get("SANAD_REMINDER_PLAN_INTERVAL_S")
-    try:
-        return float(raw) if raw else DEFAULT_PLAN_INTERVAL_S
-    except ValueError as exc:
-        raise ValueError("SANAD_REMINDER_PLAN_INTERVAL_S must be a number") from exc
+    return services.settings.reminder_plan_interval_s or DEFAULT_PLAN_INTERVAL_S
 
 
 async def plan_if_due(services: Services, now: datetime | None = None, force: bool = False) -> PlanStats | None:

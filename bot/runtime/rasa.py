@@ -100,7 +100,7 @@ def prune_models(models_dir: Path, keep: int) -> list[Path]:
 
 def tracker_store_section(settings: Settings) -> str:
     """Rasa's SQL tracker store at `RASA_TRACKER_STORE_URL`: the same place privacy erases and exports from."""
-    url = settings.extra.get("SANAD_RASA_TRACKER_STORE_URL") or settings.rasa_tracker_store_url
+    url = settings.rasa_tracker_store_url
     if not url:
         url = f"sqlite:///{settings.var_dir / 'rasa_tracker.db'}"
     plain = url.replace("+asyncpg", "").replace("+psycopg2", "").replace("+aiosqlite", "")

@@ -1,101 +1,175 @@
-"""Settings read from the environment (and a `.env` file), names as in DESIGN.md."""
+"""Every operator-visible knob of Sanad, typed and documented (pydantic-settings).
+
+Names are the environment variables of DESIGN.md and the README; a `.env` file in the
+working directory is read too, and the real environment wins over it. An empty value
+means "unset" (the default applies). Variables whose names carry a kind and a language
+(`WHATSAPP_TEMPLATE_<KIND>_<LANG>`, `TELEGRAM_MENTOR_GROUP_ID_<LANG>`) are gathered by a
+settings source of their own.
+"""
 
 from __future__ import annotations
 
 import os
 import secrets
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
+
+from dotenv import dotenv_values
+from pydantic import AliasChoices, Field, field_validator, model_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 LANGUAGES: tuple[str, ...] = ("en", "ar", "fa", "fr", "de")
 RTL_LANGUAGES: frozenset[str] = frozenset({"ar", "fa"})
 DEFAULT_LANGUAGE = "en"
 
-
-def _read_dotenv(path: Path) -> dict[str, str]:
-    """Parse KEY=VALUE lines; the real environment always wins over the file."""
-    values: dict[str, str] = {}
-    if not path.is_file():
-        return values
-    for raw in path.read_text(encoding="utf-8").splitlines():
-        line = raw.strip()
-        if not line or line.startswith("#") or "=" not in line:
-            continue
-        key, _, value = line.partition("=")
-        values[key.strip()] = value.strip().strip('"').strip("'")
-    return values
+# variables with a kind and a language in their name: prefix -> settings field
+_PREFIXED = {
+    "WHATSAPP_TEMPLATE_": "whatsapp_templates",
+    "TELEGRAM_MENTOR_GROUP_ID_": "telegram_mentor_group_ids",
+}
 
 
-def _float(env: dict[str, str], name: str, default: float) -> float:
-    raw = env.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        return float(raw)
-    except ValueError as exc:
-        raise ValueError(f"{name} must be a number, got {raw!r}") from exc
+def _env(name: str, *more: str) -> Any:
+    """The environment variable(s) a field is read from (the first one set wins)."""
+    return AliasChoices(name, *more)
 
 
-def _int_list(env: dict[str, str], name: str, default: tuple[int, ...]) -> tuple[int, ...]:
-    raw = env.get(name)
-    if not raw:
-        return default
-    try:
-        return tuple(int(part) for part in raw.split(",") if part.strip())
-    except ValueError as exc:
-        raise ValueError(f"{name} must be a comma-separated list of integers") from exc
+class Settings(BaseSettings):
+    """Sanad's settings; build with `Settings.from_env()` (or `Settings()` for the process environment)."""
 
+    model_config = SettingsConfigDict(
+        env_file=".env", env_ignore_empty=True, extra="ignore", frozen=True, populate_by_name=True,
+    )
 
-@dataclass(frozen=True)
-class Settings:
-    """Every operator-visible knob of Sanad; build with `Settings.from_env()`."""
+    # --- where things are
+    var_dir: Path = Field(PROJECT_ROOT / "var", validation_alias=_env("SANAD_VAR_DIR"),
+                          description="runtime files: the SQLite database, the generated secret key, exports")
+    database_url: str = Field("", validation_alias=_env("DATABASE_URL"),
+                              description="SQLAlchemy async URL; default: SQLite file var/sanad.db")
+    db_pool_size: int = Field(10, ge=1, validation_alias=_env("DB_POOL_SIZE"),
+                              description="database connections kept open per process (PostgreSQL)")
+    db_max_overflow: int = Field(10, ge=0, validation_alias=_env("DB_MAX_OVERFLOW"),
+                                 description="connections opened beyond the pool under load, closed after")
+    redis_url: str | None = Field(None, validation_alias=_env("REDIS_URL"),
+                                  description="Redis; unset = single-process mode")
+    redis_prefix: str = Field("sanad:", validation_alias=_env("SANAD_REDIS_PREFIX"),
+                              description="prefix of every Redis key (one deployment or test run per prefix)")
+    public_base_url: str = Field("http://127.0.0.1:8000", validation_alias=_env("PUBLIC_BASE_URL"),
+                                 description="public URL of the gateway (webhook signatures, links)")
+    secret_key: str = Field("", validation_alias=_env("SANAD_SECRET_KEY"),
+                            description="signs link tokens and console sessions; generated into var/ on first run")
 
-    database_url: str = "sqlite+aiosqlite:///var/sanad.db"
-    redis_url: str | None = None
-    redis_prefix: str = "sanad:"
-    rasa_url: str = "http://127.0.0.1:5005"
-    rasa_timeout_s: float = 10.0
-    action_server_url: str = "http://127.0.0.1:5055/webhook"
-    public_base_url: str = "http://127.0.0.1:8000"
-    telegram_bot_token: str | None = None
-    telegram_webhook_secret: str | None = None
-    telegram_api_base_url: str = "https://api.telegram.org"
-    telegram_bot_username: str = "SanadBot"
-    twilio_account_sid: str | None = None
-    twilio_auth_token: str | None = None
-    twilio_whatsapp_from: str | None = None
-    twilio_api_base_url: str = "https://api.twilio.com"
-    platform_api_url: str | None = None
-    platform_api_token: str | None = None
-    admin_api_token: str | None = None
-    secret_key: str = ""
-    var_dir: Path = PROJECT_ROOT / "var"
-    # Hand-off and console
-    handoff_claim_timeout_s: float = 300.0
-    handoff_idle_timeout_s: float = 3600.0 * 24
-    handoff_minutes_per_position: float = 5.0
-    # approved WhatsApp "a mentor has replied" templates: language -> content SID ("" = any language)
-    whatsapp_template_mentor_reply: dict[str, str] = field(default_factory=dict)
-    # Reminders
-    reminder_offsets_h: tuple[int, ...] = (168, 24)
-    reminder_grace_s: float = 6 * 3600.0
-    quiet_hours_start: int = 21
-    quiet_hours_end: int = 8
-    telegram_rate_per_s: float = 30.0
-    telegram_chat_rate_per_s: float = 1.0
-    whatsapp_rate_per_s: float = 10.0
-    # Sending: a row `sending` longer than this was claimed by a worker that died; it goes back to queued
-    outbox_claim_timeout_s: float = 300.0
-    send_max_attempts: int = 6
-    # WHATSAPP_TEMPLATE_<KIND>_<LANG> = "HX<ContentSid>[|1=param,2=param]" (KIND: REMINDER, BROADCAST, MESSAGE)
-    whatsapp_templates: dict[str, str] = field(default_factory=dict)
-    # Privacy
-    retention_days: int = 365
-    pin_idle_s: float = 1800.0
-    # Rasa's SQL tracker store (erasure, export and retention reach into it); "" = var/rasa_tracker.db
-    rasa_tracker_store_url: str = ""
-    extra: dict[str, str] = field(default_factory=dict)
+    # --- Rasa
+    rasa_url: str = Field("http://127.0.0.1:5005", validation_alias=_env("RASA_URL"),
+                          description="Rasa server, or several separated by commas (a conversation keeps to one)")
+    rasa_token: str | None = Field(None, validation_alias=_env("RASA_TOKEN"),
+                                   description="token of Rasa's HTTP API (Rasa started with --auth-token)")
+    rasa_timeout_s: float = Field(10.0, gt=0, validation_alias=_env("RASA_TIMEOUT_S"))
+    action_server_url: str = Field("http://127.0.0.1:5055/webhook", validation_alias=_env("ACTION_SERVER_URL"))
+    rasa_tracker_store_url: str = Field(
+        "", validation_alias=_env("RASA_TRACKER_STORE_URL", "SANAD_RASA_TRACKER_STORE_URL"),
+        description="Rasa's SQL tracker store (erasure and export reach into it); default var/rasa_tracker.db",
+    )
+    process_concurrency: int = Field(32, ge=1, validation_alias=_env("SANAD_PROCESS_CONCURRENCY"),
+                                     description="conversations a gateway works on at once")
+
+    # --- channels
+    telegram_bot_token: str | None = Field(None, validation_alias=_env("TELEGRAM_BOT_TOKEN"))
+    telegram_webhook_secret: str | None = Field(None, validation_alias=_env("TELEGRAM_WEBHOOK_SECRET"))
+    telegram_api_base_url: str = Field("https://api.telegram.org", validation_alias=_env("TELEGRAM_API_BASE_URL"))
+    telegram_bot_username: str = Field("SanadBot", validation_alias=_env("TELEGRAM_BOT_USERNAME"))
+    telegram_mentor_group_id: int | None = Field(
+        None, validation_alias=_env("TELEGRAM_MENTOR_GROUP_ID"),
+        description="forum supergroup where hand-offs open topics; unset = off",
+    )
+    # TELEGRAM_MENTOR_GROUP_ID_<LANG>: a group of its own for one language's hand-offs
+    telegram_mentor_group_ids: dict[str, int] = Field(default_factory=dict)
+    twilio_account_sid: str | None = Field(None, validation_alias=_env("TWILIO_ACCOUNT_SID"))
+    twilio_auth_token: str | None = Field(None, validation_alias=_env("TWILIO_AUTH_TOKEN"))
+    twilio_whatsapp_from: str | None = Field(None, validation_alias=_env("TWILIO_WHATSAPP_FROM"))
+    twilio_api_base_url: str = Field("https://api.twilio.com", validation_alias=_env("TWILIO_API_BASE_URL"))
+    # WHATSAPP_TEMPLATE_<KIND>_<LANG> = "HX<ContentSid>[|1=param,2=param]" (KIND: REMINDER, BROADCAST,
+    # MESSAGE, MENTOR_REPLY; without _<LANG>: any language); keys here are "<KIND>_<LANG>" or "<KIND>"
+    whatsapp_templates: dict[str, str] = Field(default_factory=dict)
+    webchat_enabled: bool = Field(True, validation_alias=_env("WEBCHAT_ENABLED"),
+                                  description="serve the anonymous web chat at /chat")
+
+    # --- the learning platform
+    platform_api_url: str | None = Field(None, validation_alias=_env("PLATFORM_API_URL"),
+                                         description="learning platform API; unset = the built-in demo platform")
+    platform_api_token: str | None = Field(None, validation_alias=_env("PLATFORM_API_TOKEN"))
+    platform_cache_ttl_s: float = Field(60.0, ge=0, validation_alias=_env("SANAD_PLATFORM_CACHE_TTL_S"))
+    demo_platform_url: str | None = Field(None, validation_alias=_env("SANAD_DEMO_PLATFORM_URL"),
+                                          description="where the demo platform answers when it is not this gateway")
+
+    # --- admin, metrics, proxies
+    admin_api_token: str | None = Field(None, validation_alias=_env("ADMIN_API_TOKEN"),
+                                        description="bearer token of the admin API; unset = admin API off")
+    metrics_token: str | None = Field(None, validation_alias=_env("METRICS_TOKEN"),
+                                      description="bearer token for /metrics; unset = metrics not public")
+    forwarded_allow_ips: tuple[str, ...] = Field((), validation_alias=_env("FORWARDED_ALLOW_IPS"),
+                                                 description="proxies whose X-Forwarded-For is trusted")
+
+    # --- hand-off and console
+    handoff_claim_timeout_s: float = Field(300.0, gt=0, validation_alias=_env("HANDOFF_CLAIM_TIMEOUT_S"))
+    handoff_idle_timeout_s: float = Field(86400.0, gt=0, validation_alias=_env("HANDOFF_IDLE_TIMEOUT_S"))
+    handoff_sla_s: float = Field(900.0, gt=0, validation_alias=_env("HANDOFF_SLA_S"),
+                                 description="first-response target of a hand-off")
+    handoff_offer_timeout_s: float = Field(120.0, gt=0, validation_alias=_env("HANDOFF_OFFER_TIMEOUT_S"),
+                                           description="how long an assignment offer waits")
+    handoff_minutes_per_position: float = Field(5.0, gt=0, validation_alias=_env("HANDOFF_MINUTES_PER_POSITION"))
+
+    # --- reminders and sending
+    reminder_offsets_h: tuple[int, ...] = Field((168, 24), validation_alias=_env("REMINDER_OFFSETS_H"))
+    reminder_grace_s: float = Field(21600.0, ge=0, validation_alias=_env("REMINDER_GRACE_S"))
+    reminder_plan_interval_s: float | None = Field(None, gt=0, validation_alias=_env("SANAD_REMINDER_PLAN_INTERVAL_S"))
+    reminder_holdout: float = Field(0.0, ge=0, lt=1, validation_alias=_env("REMINDER_HOLDOUT"),
+                                    description="fraction of (learner, deadline) pairs held out of reminders")
+    quiet_hours_start: int = Field(21, ge=0, le=23, validation_alias=_env("QUIET_HOURS_START"))
+    quiet_hours_end: int = Field(8, ge=0, le=23, validation_alias=_env("QUIET_HOURS_END"))
+    telegram_rate_per_s: float = Field(30.0, gt=0, validation_alias=_env("TELEGRAM_RATE_PER_S"))
+    telegram_chat_rate_per_s: float = Field(1.0, gt=0, validation_alias=_env("TELEGRAM_CHAT_RATE_PER_S"))
+    whatsapp_rate_per_s: float = Field(10.0, gt=0, validation_alias=_env("WHATSAPP_RATE_PER_S"))
+    # a row `sending` longer than this was claimed by a worker that died; it goes back to queued
+    outbox_claim_timeout_s: float = Field(300.0, gt=0, validation_alias=_env("OUTBOX_CLAIM_TIMEOUT_S"))
+    send_max_attempts: int = Field(6, ge=1, validation_alias=_env("SEND_MAX_ATTEMPTS"))
+    send_batch: int = Field(50, ge=1, validation_alias=_env("SANAD_SEND_BATCH"))
+    send_concurrency: int = Field(8, ge=1, validation_alias=_env("SANAD_SEND_CONCURRENCY"))
+
+    # --- privacy
+    retention_days: int = Field(365, ge=1, validation_alias=_env("RETENTION_DAYS"))
+    pin_idle_s: float = Field(1800.0, gt=0, validation_alias=_env("PIN_IDLE_S"))
+
+    @field_validator("rasa_url", "public_base_url", "telegram_api_base_url", "twilio_api_base_url")
+    @classmethod
+    def _no_trailing_slash(cls, value: str) -> str:
+        return value.rstrip("/")
+
+    @field_validator("platform_api_url", "demo_platform_url")
+    @classmethod
+    def _optional_url(cls, value: str | None) -> str | None:
+        return value.rstrip("/") or None if value else None
+
+    @field_validator("reminder_offsets_h", "forwarded_allow_ips", mode="before")
+    @classmethod
+    def _comma_list(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @model_validator(mode="after")
+    def _defaults_in_var_dir(self) -> Settings:
+        # frozen: fill the defaults that depend on var_dir once, as the model is built
+        if not self.database_url:
+            self.__dict__["database_url"] = f"sqlite+aiosqlite:///{self.var_dir / 'sanad.db'}"
+        if not self.rasa_tracker_store_url:
+            self.__dict__["rasa_tracker_store_url"] = f"sqlite:///{self.var_dir / 'rasa_tracker.db'}"
+        if not self.secret_key:
+            self.__dict__["secret_key"] = _load_or_create_secret(self.var_dir)
+        return self
 
     @property
     def telegram_enabled(self) -> bool:
@@ -109,65 +183,68 @@ class Settings:
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
 
+    @property
+    def rasa_urls(self) -> list[str]:
+        return [url.strip().rstrip("/") for url in self.rasa_url.split(",") if url.strip()]
+
+    def mentor_group_for(self, language: str) -> int | None:
+        """The Telegram mentor group of a language's hand-offs (its own, else the default one)."""
+        return self.telegram_mentor_group_ids.get(language, self.telegram_mentor_group_id)
+
+    def replace(self, **changes: Any) -> Settings:
+        """A copy with some fields changed, validated like the original."""
+        return type(self).model_validate({**self.model_dump(), **changes})
+
     @classmethod
-    def from_env(cls, environ: dict[str, str] | None = None, dotenv: Path | None = None) -> Settings:
-        """Read the environment; `environ` replaces os.environ in tests."""
-        env = dict(_read_dotenv(dotenv if dotenv is not None else Path.cwd() / ".env"))
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return init_settings, env_settings, dotenv_settings, _PrefixedSource(settings_cls)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, dotenv: Path | None = None) -> Settings:
+        """Settings from `.env` and the process environment (which wins); `environ` replaces the latter (tests)."""
+        env: dict[str, str] = {}
+        path = dotenv if dotenv is not None else Path.cwd() / ".env"
+        if path.is_file():
+            env.update({key: value for key, value in dotenv_values(path).items() if value is not None})
         env.update(os.environ if environ is None else environ)
-        var_dir = Path(env.get("SANAD_VAR_DIR") or PROJECT_ROOT / "var")
-        secret = env.get("SANAD_SECRET_KEY") or _load_or_create_secret(var_dir)
-        return cls(
-            database_url=env.get("DATABASE_URL") or f"sqlite+aiosqlite:///{var_dir / 'sanad.db'}",
-            redis_url=env.get("REDIS_URL") or None,
-            redis_prefix=env.get("SANAD_REDIS_PREFIX") or "sanad:",
-            rasa_url=(env.get("RASA_URL") or "http://127.0.0.1:5005").rstrip("/"),
-            rasa_timeout_s=_float(env, "RASA_TIMEOUT_S", 10.0),
-            action_server_url=env.get("ACTION_SERVER_URL") or "http://127.0.0.1:5055/webhook",
-            public_base_url=(env.get("PUBLIC_BASE_URL") or "http://127.0.0.1:8000").rstrip("/"),
-            telegram_bot_token=env.get("TELEGRAM_BOT_TOKEN") or None,
-            telegram_webhook_secret=env.get("TELEGRAM_WEBHOOK_SECRET") or None,
-            telegram_api_base_url=(env.get("TELEGRAM_API_BASE_URL") or "https://api.telegram.org").rstrip("/"),
-            telegram_bot_username=env.get("TELEGRAM_BOT_USERNAME") or "SanadBot",
-            twilio_account_sid=env.get("TWILIO_ACCOUNT_SID") or None,
-            twilio_auth_token=env.get("TWILIO_AUTH_TOKEN") or None,
-            twilio_whatsapp_from=env.get("TWILIO_WHATSAPP_FROM") or None,
-            twilio_api_base_url=(env.get("TWILIO_API_BASE_URL") or "https://api.twilio.com").rstrip("/"),
-            platform_api_url=(env.get("PLATFORM_API_URL") or "").rstrip("/") or None,
-            platform_api_token=env.get("PLATFORM_API_TOKEN") or None,
-            admin_api_token=env.get("ADMIN_API_TOKEN") or None,
-            secret_key=secret,
-            var_dir=var_dir,
-            handoff_claim_timeout_s=_float(env, "HANDOFF_CLAIM_TIMEOUT_S", 300.0),
-            handoff_idle_timeout_s=_float(env, "HANDOFF_IDLE_TIMEOUT_S", 86400.0),
-            handoff_minutes_per_position=_float(env, "HANDOFF_MINUTES_PER_POSITION", 5.0),
-            whatsapp_template_mentor_reply=_templates_by_language(env, "WHATSAPP_TEMPLATE_MENTOR_REPLY"),
-            reminder_offsets_h=_int_list(env, "REMINDER_OFFSETS_H", (168, 24)),
-            reminder_grace_s=_float(env, "REMINDER_GRACE_S", 21600.0),
-            quiet_hours_start=int(_float(env, "QUIET_HOURS_START", 21)),
-            quiet_hours_end=int(_float(env, "QUIET_HOURS_END", 8)),
-            telegram_rate_per_s=_float(env, "TELEGRAM_RATE_PER_S", 30.0),
-            telegram_chat_rate_per_s=_float(env, "TELEGRAM_CHAT_RATE_PER_S", 1.0),
-            whatsapp_rate_per_s=_float(env, "WHATSAPP_RATE_PER_S", 10.0),
-            outbox_claim_timeout_s=_float(env, "OUTBOX_CLAIM_TIMEOUT_S", 300.0),
-            send_max_attempts=int(_float(env, "SEND_MAX_ATTEMPTS", 6)),
-            whatsapp_templates={
-                k[len("WHATSAPP_TEMPLATE_"):].upper(): v
-                for k, v in env.items()
-                if k.startswith("WHATSAPP_TEMPLATE_") and v
-            },
-            retention_days=int(_float(env, "RETENTION_DAYS", 365)),
-            pin_idle_s=_float(env, "PIN_IDLE_S", 1800.0),
-            rasa_tracker_store_url=env.get("RASA_TRACKER_STORE_URL") or f"sqlite:///{var_dir / 'rasa_tracker.db'}",
-            extra={k: v for k, v in env.items() if k.startswith("SANAD_")},
-        )
+        given = {key: value for key, value in env.items() if value != ""}
+        return cls.model_validate({**given, **_prefixed(given)})
 
 
-def _templates_by_language(env: dict[str, str], name: str) -> dict[str, str]:
-    """`NAME_EN`, `NAME_AR`… per language, `NAME` for any language (stored under "")."""
-    found = {lang: env[f"{name}_{lang.upper()}"] for lang in LANGUAGES if env.get(f"{name}_{lang.upper()}")}
-    if env.get(name):
-        found[""] = env[name]
+def _prefixed(env: Mapping[str, str | None]) -> dict[str, dict[str, str]]:
+    """`WHATSAPP_TEMPLATE_REMINDER_AR=HX…` -> {"whatsapp_templates": {"REMINDER_AR": "HX…"}}."""
+    found: dict[str, dict[str, str]] = {}
+    for key, value in env.items():
+        for prefix, field in _PREFIXED.items():
+            if key.upper().startswith(prefix) and value:
+                suffix = key[len(prefix):].upper()
+                if field == "telegram_mentor_group_ids":
+                    if suffix.lower() not in LANGUAGES:
+                        raise ValueError(f"{key}: {suffix.lower()} is not one of {', '.join(LANGUAGES)}")
+                    suffix = suffix.lower()
+                found.setdefault(field, {})[suffix] = value
     return found
+
+
+class _PrefixedSource(PydanticBaseSettingsSource):
+    """The variables named `<PREFIX><KIND>_<LANG>`, from `.env` and the environment (which wins)."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        env_file = self.config.get("env_file")
+        from_file: dict[str, str | None] = {}
+        if isinstance(env_file, str | Path) and Path(env_file).is_file():
+            from_file = dotenv_values(env_file)
+        return dict(_prefixed({**from_file, **os.environ}))
 
 
 def _load_or_create_secret(var_dir: Path) -> str:

@@ -381,13 +381,8 @@ def make_platform_client(
     `SANAD_DEMO_PLATFORM_URL` overrides where the demo platform is reached (e.g. when the
     action server cannot reach PUBLIC_BASE_URL). `SANAD_PLATFORM_CACHE_TTL_S` sets the cache time.
     """
-    ttl = settings.extra.get("SANAD_PLATFORM_CACHE_TTL_S")
-    if ttl:
-        try:
-            options.setdefault("cache_ttl_s", float(ttl))
-        except ValueError as exc:
-            raise ValueError("SANAD_PLATFORM_CACHE_TTL_S must be a number") from exc
+    options.setdefault("cache_ttl_s", settings.platform_cache_ttl_s)
     if settings.platform_api_url:
         return PlatformClient(settings.platform_api_url, settings.platform_api_token, coord, **options)
-    demo_url = settings.extra.get("SANAD_DEMO_PLATFORM_URL") or settings.public_base_url + DEMO_PLATFORM_PATH
+    demo_url = settings.demo_platform_url or settings.public_base_url + DEMO_PLATFORM_PATH
     return PlatformClient(demo_url, DEMO_PLATFORM_TOKEN, coord, **options)
