@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from limits.aio.storage import MemoryStorage, RedisStorage, Storage
+
 from bot.i18n.catalogue import Catalogue, get_catalogue
 from bot.runtime.coordination import Coordinator, make_coordinator
 from bot.runtime.settings import Settings
@@ -26,6 +28,9 @@ class Services:
     catalogue: Catalogue
     channels: dict[str, Channel] = field(default_factory=dict)
     rasa: RasaClient | None = None
+    # the counters of every rate limit and throttle (the `limits` library): shared through Redis when
+    # configured, in this process otherwise
+    rate_limits: Storage = field(default_factory=MemoryStorage)
     # components keep their own long-lived objects here (platform client, outbox sender, ...)
     extras: dict[str, Any] = field(default_factory=dict)
 
@@ -41,6 +46,10 @@ class Services:
             coord=make_coordinator(settings.redis_url, settings.redis_prefix),
             catalogue=get_catalogue(),
         )
+        if settings.redis_url:
+            services.rate_limits = RedisStorage(
+                "async+" + settings.redis_url, implementation="redispy", key_prefix=settings.redis_prefix + "limits"
+            )
         services.channels = build_channels(settings)
         services.rasa = RasaClient(settings.rasa_url, timeout_s=settings.rasa_timeout_s)
         return services
