@@ -1,7 +1,8 @@
 # Two commands for a fresh machine:
 #   make run    Sanad on the embedded default (SQLite, no Redis, demo platform, web chat)
 #   make test   the whole test suite (lint, types, unit, integration, browser and end-to-end)
-.PHONY: run test install train lint bench
+#   make test-fast   the tests that need no PostgreSQL, Redis or Rasa (under a minute)
+.PHONY: run test test-fast install train lint bench
 
 install:
 	./scripts/bootstrap.sh
@@ -15,6 +16,10 @@ train: install
 lint:
 	.venv/bin/ruff check bot flows integrations tests bench
 	.venv/bin/mypy
+
+# the fast tier: no PostgreSQL, Redis or Rasa server needed (SQLite and local doubles only)
+test-fast:
+	.venv/bin/pytest -q -p no:cacheprovider -m "not services and not e2e and not browser" tests
 
 test:
 	./scripts/bootstrap.sh --browser

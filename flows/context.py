@@ -1,6 +1,6 @@
 """What a custom action knows about the learner, and how it talks back to the gateway.
 
-The gateway sends every message to Rasa with metadata (see `bot/conversation/pipeline.py`):
+The gateway sends every message to Rasa with metadata (see `bot/conversation/rasa_turn.py`):
 `channel`, `language`, `learner_id` (None when the chat is not linked),
 `timezone`, `country`, `first_name`, `pin_required`. Actions read it here,
 render text from the shared catalogue, and ask the gateway to change state with
@@ -15,7 +15,7 @@ from typing import Any
 from rasa_sdk import Tracker
 from rasa_sdk.executor import CollectingDispatcher
 
-from bot.i18n.catalogue import Rendered, get_catalogue, normalise_language
+from bot.i18n.catalogue import Rendered, get_catalogue, learner_language
 
 
 @dataclass(frozen=True)
@@ -49,10 +49,10 @@ def _metadata(tracker: Tracker) -> dict[str, Any]:
 
 
 def learner_context(tracker: Tracker) -> LearnerContext:
-    """Read the gateway's metadata; the `language` slot (change_language) wins over it."""
+    """Read the gateway's metadata; the language is chosen as for the NLG endpoint (`learner_language`)."""
     meta = _metadata(tracker)
     slot_language = tracker.get_slot("language") if "language" in (tracker.slots or {}) else None
-    language = normalise_language(meta.get("language") or slot_language)
+    language = learner_language(meta.get("language"), slot_language)
     return LearnerContext(
         contact_key=tracker.sender_id,
         channel=str(meta.get("channel") or tracker.sender_id.split(":", 1)[0]),

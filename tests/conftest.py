@@ -24,6 +24,14 @@ DATA_DIR = Path(__file__).parent / "data"
 SHARED_CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "corpus"
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark `services` every test that needs PostgreSQL or Redis: `make test-fast` leaves them out."""
+    for item in items:
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        if "pg_schema" in getattr(item, "fixturenames", ()) or {"postgres", "redis"} & set(map(str, params.values())):
+            item.add_marker(pytest.mark.services)
+
+
 def pg_async_url() -> str:
     return PG_DSN.replace("postgresql://", "postgresql+asyncpg://", 1)
 
@@ -114,6 +122,13 @@ async def sqlite_services(tmp_path: Path) -> AsyncIterator[Services]:
         await svc.close()
 
 
+@pytest.fixture(params=["postgres", "sqlite"])
+def any_services(request: pytest.FixtureRequest) -> Services:
+    """Services on PostgreSQL + Redis, then on the embedded default (SQLite, no Redis)."""
+    svc: Services = request.getfixturevalue("services" if request.param == "postgres" else "sqlite_services")
+    return svc
+
+
 # --- the gateway with local doubles of Telegram, Twilio and Rasa ---------------------
 
 TELEGRAM_TOKEN = "123456:TEST-token"
@@ -150,9 +165,7 @@ class Gateway:
         return await self.client.post(path, data=form, headers=headers)
 
     async def settle(self) -> None:
-        from bot.conversation import pipeline
-
-        await pipeline.drain()
+        await self.services.conversations.drain()
 
 
 def gateway_env(bot_api_url: str, twilio_url: str, rasa_url: str) -> dict[str, str]:

@@ -196,6 +196,9 @@ class RasaDouble(HttpDouble):
         self.responder = responder
         self.up = True
         self.delay_s = 0.0  # answer this late (the tracker is written first, as Rasa does)
+        # answer the REST channel with this instead (e.g. (400, '{"error": ...}') or (200, "<html>")
+        self.broken_answer: tuple[int, str] | None = None
+        self.token: str | None = None  # when set, every request must carry ?token= (Rasa's --auth-token)
         self.messages: list[dict[str, Any]] = []
         self.events: dict[str, list[dict[str, Any]]] = {}
         self.app.router.add_get("/", self.root)
@@ -212,6 +215,12 @@ class RasaDouble(HttpDouble):
     async def webhook(self, request: web.Request) -> web.Response:
         if not self.up:
             return web.Response(status=503, text="down")
+        if self.token is not None and request.query.get("token") != self.token:
+            return web.json_response({"message": "User is not authenticated."}, status=401)
+        if self.broken_answer is not None:
+            self.messages.append(await request.json())
+            status, text = self.broken_answer
+            return web.Response(status=status, text=text, content_type="text/html")
         body = await request.json()
         self.messages.append(body)
         replies = self.responder(body)

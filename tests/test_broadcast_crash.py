@@ -28,6 +28,8 @@ from bot.storage.models import Contact, Outbox
 from tests.bot_api_double import BotApiDouble
 from tests.conftest import pg_async_url
 
+pytestmark = pytest.mark.services
+
 CONTACTS = 1000
 CONCURRENCY = 8
 REPO = Path(__file__).resolve().parents[1]

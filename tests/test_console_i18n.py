@@ -87,7 +87,7 @@ def demo_url() -> Iterator[str]:
 
 async def link_to_demo_learner(gateway: Gateway, demo_url: str, learner_id: str = "L1002") -> None:
     """L1002 of the demo platform lives in Asia/Kabul and has deadlines in the next days."""
-    gateway.services.extras["platform"] = PlatformClient(demo_url, DEMO_PLATFORM_TOKEN, gateway.services.coord)
+    gateway.services.platform_client = PlatformClient(demo_url, DEMO_PLATFORM_TOKEN, gateway.services.coord)
     async with gateway.services.db.session() as s:
         contact = (await s.execute(select(Contact))).scalar_one()
         contact.learner_id = learner_id

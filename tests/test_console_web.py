@@ -13,7 +13,7 @@ from sqlalchemy import select
 
 from bot.i18n.catalogue import get_catalogue
 from bot.mentoring.accounts import add_mentor
-from bot.mentoring.audit import subject_ref
+from bot.privacy.audit import subject_ref
 from bot.storage.db import utcnow
 from bot.storage.models import AuditEntry, Contact, Handoff, Outbox
 from tests.conftest import Gateway

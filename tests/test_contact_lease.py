@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import select, update
 
 from bot.conversation import lease as contact_lease
-from bot.conversation import pipeline
+from bot.conversation import scheduler
 from bot.privacy.erasure import erase_contact
 from bot.storage.db import utcnow
 from bot.storage.models import Contact, InboundMessage
@@ -57,7 +57,7 @@ async def test_a_contact_another_gateway_holds_waits_then_is_answered(
     await gw.telegram(private_message(100, text="first"))
     await gw.settle()
     await set_lease(gw, OTHER_GATEWAY, 60)
-    monkeypatch.setattr(pipeline, "PIPELINE_WAIT_S", 0.3)
+    monkeypatch.setattr(scheduler, "BUSY_WAIT_S", 0.3)
     await gw.telegram(private_message(101, text="second"))
     await gw.settle()
     # the other gateway still works on the conversation: nothing overtakes it
@@ -66,7 +66,7 @@ async def test_a_contact_another_gateway_holds_waits_then_is_answered(
     assert (await lease_of(gw))[0] == OTHER_GATEWAY
 
     await set_lease(gw, None, 0)
-    await pipeline.redeliver_pending(gw.services, older_than_s=0)
+    await gw.services.conversations.redeliver(older_than_s=0)
     assert await statuses(gw) == ["done", "done"]
     assert [m["message"] for m in gw.rasa.messages] == ["first", "second"]
     assert await lease_of(gw) == (None, None)
@@ -157,6 +157,3 @@ async def test_many_conversations_at_once_each_stay_in_order_and_give_their_leas
         assert seen == arrived
     async with gw.services.db.session() as s:
         assert (await s.execute(select(Contact).where(Contact.lease_token.is_not(None)))).first() is None
-    taker = gw.services.extras.get("pipeline_taker")
-    if taker is not None:  # PostgreSQL: the conversations took their messages in shared statements
-        assert taker.batches < taker.calls

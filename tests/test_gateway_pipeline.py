@@ -6,9 +6,9 @@ import asyncio
 import json
 from typing import Any
 
+import pytest
 from sqlalchemy import select
 
-from bot.conversation import pipeline
 from bot.storage.models import Contact, InboundMessage, Outbox
 from tests.conftest import Gateway
 from tests.test_gateway_telegram import private_message
@@ -30,7 +30,7 @@ async def test_rasa_down_keeps_messages_tells_once_and_answers_after_recovery(ga
     assert [m["text"] for m in sent] == [trouble]  # once, not per message
 
     gateway.rasa.up = True
-    await pipeline.redeliver_pending(gateway.services, older_than_s=0)
+    await gateway.services.conversations.redeliver(older_than_s=0)
     assert await statuses(gateway) == ["done"] * 3
     texts = [m["text"] for m in gateway.bot_api.sent]
     assert texts == [trouble, "echo: question 0", "echo: question 1", "echo: question 2"]
@@ -96,7 +96,11 @@ async def test_nlg_renders_in_the_learners_language(gateway: Gateway) -> None:
     response = await gateway.client.post("/nlg", json=body)
     assert response.status_code == 200
     assert response.json()["text"] == gateway.services.catalogue.text("gateway_rasa_trouble", "de")
-    body["tracker"]["slots"]["language"] = "fa"  # an explicit switch wins over the metadata
+    # a slot filled from a message that merely names a language does not override the gateway's
+    body["tracker"]["slots"]["language"] = "fa"
+    assert (await gateway.client.post("/nlg", json=body)).json()["text"] == gateway.services.catalogue.text(
+        "gateway_rasa_trouble", "de")
+    body["tracker"]["latest_message"]["metadata"] = {}  # a tracker without metadata: the slot fills in
     assert (await gateway.client.post("/nlg", json=body)).json()["text"] == gateway.services.catalogue.text(
         "gateway_rasa_trouble", "fa")
     assert (await gateway.client.post("/nlg", content=b"nope")).status_code == 400
@@ -142,7 +146,7 @@ async def test_embedded_default_keeps_messages_when_rasa_is_down(sqlite_gateway:
         row = (await s.execute(select(InboundMessage))).scalar_one()
     assert row.status == "received"
     gw.rasa.up = True
-    await pipeline.redeliver_pending(gw.services, older_than_s=0)
+    await gw.services.conversations.redeliver(older_than_s=0)
     async with gw.services.db.session() as s:
         out = [o.text for o in (await s.execute(select(Outbox).order_by(Outbox.id))).scalars()]
     assert out[-1] == "echo: are you there?"
@@ -164,7 +168,7 @@ async def test_a_message_rasa_got_before_a_timeout_is_not_run_twice(gateway: Gat
     assert [m["text"] for m in gateway.bot_api.sent] == [trouble]
 
     gateway.rasa.delay_s = 0.0
-    await pipeline.redeliver_pending(gateway.services, older_than_s=0)
+    await gateway.services.conversations.redeliver(older_than_s=0)
     assert len(gateway.rasa.messages) == 1  # not sent to Rasa a second time
     assert await statuses(gateway) == ["done"]
     assert [m["text"] for m in gateway.bot_api.sent] == [trouble, "Your next deadline is tomorrow."]
@@ -194,6 +198,49 @@ async def test_turns_finishing_together_keep_their_replies_and_contact_changes_a
         offered = dict((await s.execute(select(Contact.key, Contact.pending_buttons))).all())
     assert offered[f"telegram:{chats[0]}"] == [{"title": "A", "payload": "/a"}]
     assert offered[f"telegram:{chats[1]}"] is None
-    finishers = gateway.services.extras["pipeline_finishers"]
-    assert sum(f.calls for f in finishers.values()) == 12
-    assert sum(f.batches for f in finishers.values()) < 12
+
+
+@pytest.mark.parametrize("answer", [(400, '{"error": "bad request"}'), (200, "<html>oops</html>")])
+async def test_a_message_rasa_refuses_is_tried_three_times_then_answered_honestly(
+    any_gateway: Gateway, answer: tuple[int, str]
+) -> None:
+    """Issue 11.17: a 4xx or a non-JSON answer counts toward the attempts; the learner is told and offered
+    a mentor, and the conversation goes on."""
+    gw = any_gateway
+    gw.rasa.broken_answer = answer
+    await gw.telegram(private_message(700, text="something Rasa chokes on"))
+    await gw.settle()
+    assert len(gw.rasa.messages) == 3
+    assert await statuses(gw) == ["failed"]
+    failed = gw.services.catalogue.render("gateway_rasa_failed", "en")
+    sent = await gw.bot_api.wait_for(1)
+    assert [m["text"] for m in sent] == [failed.text]
+    markup = sent[0]["reply_markup"]
+    offered = json.loads(markup) if isinstance(markup, str) else markup
+    assert offered["inline_keyboard"][0][0]["callback_data"] == "sanad:mentor"
+
+    # the next message is not blocked behind it
+    gw.rasa.broken_answer = None
+    await gw.telegram(private_message(701, text="hello again"))
+    await gw.settle()
+    assert await statuses(gw) == ["failed", "done"]
+    assert gw.bot_api.sent[-1]["text"] == "echo: hello again"
+
+
+async def test_the_mentor_offered_after_rasa_refused_opens_a_hand_off_without_rasa(gateway: Gateway) -> None:
+    from bot.storage.models import Handoff
+
+    gateway.rasa.broken_answer = (400, "{}")
+    await gateway.telegram(private_message(710, chat_id=42, text="?"))
+    await gateway.settle()
+    asked = len(gateway.rasa.messages)
+    await gateway.telegram({"update_id": 711, "callback_query": {
+        "id": "cbq-711", "from": {"id": 42, "is_bot": False, "first_name": "Lina", "language_code": "en"},
+        "message": {"message_id": 3, "date": 1, "chat": {"id": 42, "type": "private"}, "text": "?"},
+        "chat_instance": "1", "data": "sanad:mentor"}})
+    await gateway.settle()
+    assert len(gateway.rasa.messages) == asked  # the gateway answered the offer itself
+    async with gateway.services.db.session() as s:
+        contact = (await s.execute(select(Contact))).scalar_one()
+        handoffs = (await s.execute(select(Handoff))).scalars().all()
+    assert contact.mode != "bot" and len(handoffs) == 1

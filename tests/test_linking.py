@@ -34,7 +34,7 @@ def demo_url() -> Iterator[str]:
 
 @pytest.fixture
 async def svc(services: Services, demo_url: str) -> AsyncIterator[Services]:
-    services.extras["platform"] = PlatformClient(demo_url, DEMO_PLATFORM_TOKEN, services.coord)
+    services.platform_client = PlatformClient(demo_url, DEMO_PLATFORM_TOKEN, services.coord)
     yield services
 
 

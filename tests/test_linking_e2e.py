@@ -75,7 +75,7 @@ def deadline_responder(demo_url: str) -> Any:
 
 
 async def test_link_over_telegram_then_ask_for_the_next_deadline(gateway: Gateway, demo_url: str) -> None:
-    gateway.services.extras["platform"] = PlatformClient(demo_url, DEMO_PLATFORM_TOKEN, gateway.services.coord)
+    gateway.services.platform_client = PlatformClient(demo_url, DEMO_PLATFORM_TOKEN, gateway.services.coord)
     gateway.rasa.responder = deadline_responder(demo_url)
     issued = await linking.issue_link_token(gateway.services, "L1003")
 

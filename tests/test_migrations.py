@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
@@ -37,6 +38,7 @@ def test_sqlite_upgrade_matches_models(tmp_path: Path) -> None:
     assert _diff(url) == []
 
 
+@pytest.mark.services
 def test_postgres_upgrade_matches_models(tmp_path: Path) -> None:
     schema = f"sanad_mig_{uuid.uuid4().hex[:8]}"
 

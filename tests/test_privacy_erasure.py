@@ -17,9 +17,10 @@ from bot.channels.base import OutboundMessage, SendResult
 from bot.conversation.commands import handler_for
 from bot.i18n.catalogue import Rendered
 from bot.outbox.queue import enqueue
+from bot.outbox.rates import SendRates
 from bot.privacy import erasure as _erasure  # noqa: F401  (registers the erase command)
 from bot.privacy import tracker_store
-from bot.privacy.audit import record_audit
+from bot.privacy.audit import audit
 from bot.privacy.erasure import erase_contact
 from bot.runtime.services import Services
 from bot.storage.db import Base, utcnow
@@ -35,6 +36,7 @@ from bot.storage.models import (
     Outbox,
     Reminder,
 )
+from integrations.platform.client import cache_prefix
 
 RASA_PYTHON = Path(__file__).resolve().parents[1] / ".venv-rasa" / "bin" / "python"
 
@@ -125,17 +127,18 @@ async def populate(services: Services) -> dict[str, Any]:
                         used_by_contact_id=a.id))
         s.add(LinkToken(token_hash="h2", short_code="ABC124", learner_id=LEARNER, expires_at=now))
         s.add(LinkToken(token_hash="h3", short_code="ZZZ999", learner_id="L-other", expires_at=now))
-        await record_audit(s, services.settings, actor="mentor:1", action="handoff_claimed", contact_key=KEY,
+        audit(s, services.settings, actor="mentor:1", action="handoff_claimed", contact_key=KEY,
                            detail={"handoff_id": handoff.id})
         # a careless entry that names the learner in its detail and has no subject_ref
         s.add(AuditEntry(actor="admin", action="link_token_created", detail={"learner_id": LEARNER, "for": KEY}))
         s.add(AuditEntry(actor="admin", action="link_token_created", detail={"learner_id": "L-other"}))
         ids = {"a": a.id, "b": b.id, "other": other.id}
     coord = services.coord
-    await coord.cache_set(f"platform:{LEARNER}:enrolments", json.dumps({"items": [{"course_title": "Stats"}]}), 60)
+    await coord.cache_set(cache_prefix(LEARNER) + "enrolments", json.dumps({"items": [{"course_title": "Stats"}]}), 60)
     await coord.cache_set(f"pin:{KEY}", "{}", 60)
     await coord.hit(f"inbound:{KEY2}", 60)
     await coord.pause(f"chat:{KEY}", 30)
+    await SendRates(services.settings, services.rate_limits).admit("telegram", KEY)  # a per-chat send counter
     await coord.cache_set("platform:L-other:enrolments", "{}", 60)
     await coord.hit(f"inbound:{BYSTANDER}", 60)
     return ids
@@ -164,7 +167,7 @@ async def redis_keys(services: Services) -> list[str]:
     redis = getattr(services.coord, "redis", None)
     if redis is None:
         coord: Any = services.coord
-        return [*coord._cache, *coord._hits, *coord._pauses, *coord._buckets]
+        return [*coord._cache, *coord._hits, *coord._pauses, *getattr(services.rate_limits, "storage", {})]
     return [k async for k in redis.scan_iter(match=services.coord.prefix + "*")]
 
 
@@ -342,7 +345,7 @@ async def test_learner_erases_through_the_gateway(gateway: Any) -> None:
 
 
 async def test_mentors_audit_entries_are_unlinked_by_erasure(services: Services) -> None:
-    from bot.mentoring.audit import audit, subject_ref
+    from bot.privacy.audit import audit, subject_ref
 
     async with services.db.session() as session:
         session.add(Contact(key="telegram:880011", channel="telegram", address="880011", mode="bot"))
@@ -354,3 +357,24 @@ async def test_mentors_audit_entries_are_unlinked_by_erasure(services: Services)
         entries = list((await session.execute(select(AuditEntry))).scalars())
     assert [e.action for e in entries if e.action == "conversation.read"] == ["conversation.read"]  # who did what stays
     assert all(e.subject_ref != ref for e in entries)  # but no longer points at the erased learner
+
+
+async def test_erasure_finds_the_platform_cache_of_a_learner_id_the_client_quotes(any_services: Services) -> None:
+    """Issue 11.19: a learner id such as `a@b.org` is quoted in the client's cache keys."""
+    import httpx
+
+    from bot.privacy.erasure import erase_redis
+    from integrations.platform import PlatformClient
+
+    svc = any_services
+    learner = {"id": "a@b.org", "first_name": "Lina", "preferred_language": "ar", "timezone": "Asia/Damascus",
+               "country": "SY", "status": "active"}
+    transport = httpx.MockTransport(lambda req: httpx.Response(200, json=learner))
+    client = PlatformClient("http://platform.test", "token", svc.coord, transport=transport)
+    try:
+        await client.learner("a@b.org")  # the client caches the answer under its own key
+        assert await svc.coord.cache_get(cache_prefix("a@b.org") + "learner") is not None
+        await erase_redis(svc.coord, ["telegram:880077"], "a@b.org")
+        assert await svc.coord.cache_get(cache_prefix("a@b.org") + "learner") is None
+    finally:
+        await client.aclose()

@@ -122,3 +122,26 @@ async def test_full_conversation_logs_and_metrics_hold_nothing_personal(
     forbidden = ["Lina", "Haddad", "lina_h", str(CHAT_ID), "12345678", "151 1234", "hopeless", "cannot go on",
                  "lina.h@example.org", "TEST-token"]
     assert [f for f in forbidden if f.lower() in captured.lower()] == []
+
+
+async def test_a_failing_statement_logs_no_bound_values(private_logging: io.StringIO, any_services: Any) -> None:
+    """Issue 11.5: SQLAlchemy writes a failed statement's parameters into its error unless the engine hides them."""
+    from sqlalchemy import insert
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from bot.storage.models import InboundMessage
+
+    failed: SQLAlchemyError | None = None
+    try:
+        async with any_services.db.transaction() as conn:
+            # no contact 987654: the foreign key refuses the row, whose text is a learner's words
+            await conn.execute(insert(InboundMessage).values(
+                contact_id=987654, channel="telegram", dedup_key="telegram:1", kind="text", text=TEXTS[2],
+                status="received", attempts=0))
+    except SQLAlchemyError as exc:
+        failed = exc
+        logging.getLogger("sanad.test").exception("storing a message failed")
+    assert failed is not None
+    printed = private_logging.getvalue()
+    assert "storing a message failed" in printed and "INSERT INTO inbound_messages" in printed
+    assert "hopeless" not in str(failed) and "hopeless" not in printed

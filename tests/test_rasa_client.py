@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from aiohttp import web
 
-from integrations.rasa import RasaClient, RasaUnavailable
+from integrations.rasa import RasaClient, RasaRefused, RasaUnavailable
 from tests.doubles import HttpDouble, free_port
 
 
@@ -33,14 +33,19 @@ async def test_conversation_ids_go_into_paths_as_rasa_reads_them() -> None:
     ]
 
 
-@pytest.mark.parametrize(("status", "body"), [(500, b"{}"), (400, b'{"message": "bad"}'), (200, b"not json")])
-async def test_bad_answers_are_rasa_unavailable(status: int, body: bytes) -> None:
+@pytest.mark.parametrize(("status", "body", "error"), [
+    (500, b"{}", RasaUnavailable),  # Rasa is down: the message waits
+    (400, b'{"message": "bad"}', RasaRefused),  # Rasa refuses this message: asking again will not help
+    (200, b"not json", RasaRefused),
+    (200, b'{"not": "a list"}', RasaRefused),
+])
+async def test_bad_answers_are_told_apart(status: int, body: bytes, error: type[Exception]) -> None:
     double = HttpDouble()
     double.app.router.add_post("/webhooks/rest/webhook", lambda r: web.Response(status=status, body=body))
     async with double:
         client = RasaClient(double.url, timeout_s=2)
         try:
-            with pytest.raises(RasaUnavailable):
+            with pytest.raises(error):
                 await client.send_message("telegram:1", "hi", {})
         finally:
             await client.close()

@@ -106,6 +106,3 @@ async def test_redeliveries_racing_their_original_are_stored_and_answered_once(a
     await gw.settle()
     assert await count(gw, InboundMessage) == 4 and await count(gw, Contact) == 1
     assert sorted(m["message"] for m in gw.rasa.messages) == sorted(["first words", "more 0", "more 1", "more 2"])
-    acceptor = gw.services.extras.get("pipeline_acceptor")
-    if acceptor is not None:  # PostgreSQL: webhooks arriving together share one statement
-        assert acceptor.batches < acceptor.calls

@@ -1,70 +1,71 @@
 """Who works on a contact's conversation now: a lease on the contact row.
 
 A conversation is handled in order, by one worker at a time, across every gateway: the
-pipeline, the end of a hand-off and an erasure each hold the contact's lease while they
-work. The lease is a random token and an expiry on `contacts` (`lease_token`,
-`lease_until`). Taking it is one UPDATE that succeeds when the lease is free, expired or
-already ours; the row lock of that UPDATE decides between two gateways that try at once.
-On PostgreSQL the pipeline takes the lease in the statement that loads the contact and its
-next message (bot/conversation/pipeline.py), so holding it costs one round trip: the release.
+conversation scheduler, the end of a hand-off and an erasure each hold the contact's lease
+while they work. The lease is a token and an expiry on `contacts` (`lease_token`,
+`lease_until`); taking it is one UPDATE that succeeds when the lease is free, expired or
+already ours, and that UPDATE's row lock decides between two gateways that try at once.
+
+The scheduler's token is its process's (`Services.instance_token`, derived from a stable
+instance id), its leases short (`CONVERSATION_LEASE_TTL_S`) and renewed by a heartbeat: a
+restarted process takes its own leases back at once, and the leases of a process that died
+for good expire after one heartbeat timeout. Other holders take a random token each.
 
 It lives in the database rather than in Redis: a conversation's order does not depend on
-Redis being up, and the lease of a process that died expires on its own.
+Redis being up. See docs/architecture.md ("Per-contact order").
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
-from functools import partial
-from typing import Literal, cast
+from typing import TYPE_CHECKING, Literal, cast
 
-from sqlalchemy import Table, or_, select, update
+from sqlalchemy import Table, Update, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from bot.runtime import batching
-from bot.runtime.batching import Batcher
-from bot.runtime.services import Services
-from bot.storage.db import StatementPool, utcnow
-from bot.storage.models import Contact
+from bot.storage.db import utcnow
+from bot.storage.models import Contact, InboundMessage
+
+if TYPE_CHECKING:
+    from bot.runtime.services import Services
 
 CONTACTS = cast(Table, Contact.__table__)
-# the pipeline of this process: it runs one task per contact (bot/conversation/pipeline.py `_active`), so the
-# token can be the process's; every other holder takes a token of its own
-PIPELINE_TOKEN = uuid.uuid4().hex
-PIPELINE_TTL_S = 120.0
-PIPELINE_WAIT_S = 10.0
-# every lease given back at once by the conversations that finish together (bot/runtime/batching.py)
-RELEASE_SQL = (
-    "UPDATE contacts AS c SET lease_token = NULL, lease_until = NULL "
-    "FROM unnest($1::text[], $2::text[]) AS v(key, token) WHERE c.key = v.key AND c.lease_token = v.token"
-)
+MESSAGES = cast(Table, InboundMessage.__table__)
 
 LeaseState = Literal["held", "busy", "missing"]
+Taken = tuple[Contact, InboundMessage]
 
 
 class ContactBusy(Exception):
     """Another worker kept the contact's lease longer than we could wait."""
 
 
+def process_token(instance_id: str) -> str:
+    """The lease token of a process: the same after a restart with the same instance id."""
+    return hashlib.sha256(instance_id.encode()).hexdigest()[:32]
+
+
+def _take_lease(key: str, token: str, ttl_s: float) -> Update:
+    now = utcnow()
+    return (
+        update(CONTACTS)
+        .where(
+            CONTACTS.c.key == key,
+            or_(CONTACTS.c.lease_token.is_(None), CONTACTS.c.lease_token == token, CONTACTS.c.lease_until < now),
+        )
+        .values(lease_token=token, lease_until=now + timedelta(seconds=ttl_s))
+    )
+
+
 async def try_acquire(conn: AsyncConnection, key: str, token: str, ttl_s: float) -> LeaseState:
     """Take the lease in the caller's transaction: "held", "busy" (someone else has it) or "missing"."""
-    now = utcnow()
-    taken = (
-        await conn.execute(
-            update(CONTACTS)
-            .where(
-                CONTACTS.c.key == key,
-                or_(CONTACTS.c.lease_token.is_(None), CONTACTS.c.lease_token == token, CONTACTS.c.lease_until < now),
-            )
-            .values(lease_token=token, lease_until=now + timedelta(seconds=ttl_s))
-            .returning(CONTACTS.c.id)
-        )
-    ).first()
+    taken = (await conn.execute(_take_lease(key, token, ttl_s).returning(CONTACTS.c.id))).first()
     if taken is not None:
         return "held"
     return await exists_state(conn, key)
@@ -74,6 +75,44 @@ async def exists_state(conn: AsyncConnection, key: str) -> LeaseState:
     """After a failed take: "busy" when the contact exists, else "missing"."""
     found = (await conn.execute(select(CONTACTS.c.id).where(CONTACTS.c.key == key))).first()
     return "busy" if found is not None else "missing"
+
+
+async def take_next(services: Services, key: str, token: str, ttl_s: float) -> Taken | LeaseState:
+    """Take the contact's lease and its oldest received message, counting the attempt, in one
+    transaction; "held" when the lease is ours but no message waits, else "busy" or "missing"."""
+    async with services.db.transaction() as conn:
+        crow = (await conn.execute(
+            _take_lease(key, token, ttl_s).returning(*CONTACTS.c)
+        )).mappings().first()
+        if crow is None:
+            return await exists_state(conn, key)
+        oldest = (
+            select(MESSAGES.c.id)
+            .where(MESSAGES.c.contact_id == crow["id"], MESSAGES.c.status == "received")
+            .order_by(MESSAGES.c.id)
+            .limit(1)
+            .scalar_subquery()
+        )
+        mrow = (await conn.execute(
+            update(MESSAGES).where(MESSAGES.c.id == oldest).values(attempts=MESSAGES.c.attempts + 1)
+            .returning(*MESSAGES.c)
+        )).mappings().first()
+    if mrow is None:
+        return "held"
+    # detached objects: areas read them, and write through their own sessions
+    return Contact(**crow), InboundMessage(**mrow)
+
+
+async def renew(services: Services, keys: list[str], token: str, ttl_s: float) -> None:
+    """The heartbeat: extend the leases this token holds on these contacts."""
+    if not keys:
+        return
+    async with services.db.autocommit() as conn:
+        await conn.execute(
+            update(CONTACTS)
+            .where(CONTACTS.c.key.in_(keys), CONTACTS.c.lease_token == token)
+            .values(lease_until=utcnow() + timedelta(seconds=ttl_s))
+        )
 
 
 class Backoff:
@@ -96,7 +135,7 @@ async def acquire(services: Services, key: str, token: str, ttl_s: float, wait_s
     """Take the lease, waiting up to `wait_s` for its holder; False when there is no such contact."""
     backoff = Backoff(wait_s)
     while True:
-        async with services.db.engine.begin() as conn:
+        async with services.db.transaction() as conn:
             state = await try_acquire(conn, key, token, ttl_s)
         if state != "busy":
             return state == "held"
@@ -106,24 +145,12 @@ async def acquire(services: Services, key: str, token: str, ttl_s: float, wait_s
 
 async def release(services: Services, key: str, token: str) -> None:
     """Give the lease back (a no-op when it expired and someone else took it)."""
-    if not services.db.is_sqlite:
-        await batching.shared(services.extras, "lease_releaser", partial(_releaser, services.db.raw_pool()))(
-            (key, token))
-        return
-    async with services.db.engine.begin() as conn:
+    async with services.db.autocommit() as conn:
         await conn.execute(
             update(CONTACTS)
             .where(CONTACTS.c.key == key, CONTACTS.c.lease_token == token)
             .values(lease_token=None, lease_until=None)
         )
-
-
-def _releaser(pool: StatementPool) -> Batcher[tuple[str, str], None]:
-    async def run(items: list[tuple[str, str]]) -> list[None]:
-        await pool.execute(RELEASE_SQL, [key for key, _ in items], [token for _, token in items])
-        return [None] * len(items)
-
-    return Batcher(run)
 
 
 @asynccontextmanager

@@ -72,6 +72,19 @@ def normalise_language(code: str | None) -> str:
     return supported_language(code) or DEFAULT_LANGUAGE
 
 
+def learner_language(metadata_language: Any, slot_language: Any) -> str:
+    """The language to answer a learner in, inside Rasa (NLG endpoint and custom actions alike).
+
+    The gateway's metadata wins: it is the contact's language, which an explicit switch sets
+    (the `set_language` command, the `/language` command, a mentor). Rasa's `language` slot only
+    fills in for a tracker without metadata: it is also filled from any message that merely names
+    a language ("do you have courses in German?"), and it goes stale when the gateway changes it."""
+    for candidate in (metadata_language, slot_language):
+        if isinstance(candidate, str) and supported_language(candidate):
+            return normalise_language(candidate)
+    return DEFAULT_LANGUAGE
+
+
 class Catalogue:
     """All entries of all languages, loaded once."""
 

@@ -59,7 +59,6 @@ _TOKEN_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _START_RE = re.compile(r"^/start(?:@\w+)?\s+(\S+)\s*$", re.IGNORECASE)
 _LINK_RE = re.compile(r"^\s*/?link(?:@\w+)?\b[\s:#-]*(?P<code>[A-Za-z0-9][A-Za-z0-9 -]{0,24})\s*$", re.IGNORECASE)
 _UNLINK_WORDS = frozenset({"unlink", "/unlink"})
-PLATFORM_EXTRA = "platform"
 
 
 # --- tokens and codes ---------------------------------------------------------
@@ -204,11 +203,11 @@ async def _record_failure(services: Services, contact: Contact) -> None:
 
 async def _audit(services: Services, action: str, contact: Contact, detail: dict[str, Any]) -> None:
     try:
-        from bot.privacy.audit import record_audit
+        from bot.privacy.audit import audit
     except ImportError:  # pragma: no cover - privacy area absent
         return
     async with services.db.session() as session:
-        await record_audit(session, services.settings, actor="learner", action=action, contact_key=contact.key,
+        audit(session, services.settings, actor="learner", action=action, contact_key=contact.key,
                            detail=detail)
 
 
@@ -252,7 +251,7 @@ async def link_contact(services: Services, contact: Contact, request: LinkReques
 
     learner: Learner | None = None
     try:
-        learner = await services.platform().learner(learner_id)
+        learner = await services.platform.learner(learner_id)
     except LearnerNotFound:
         log.warning("link token names a learner the platform does not know")
         return Intercepted([_render(services, wrong_key, lang)])
@@ -342,7 +341,7 @@ def _json_error(status: int, code: str, message: str, headers: dict[str, str] | 
 async def check_learner(services: Services, learner_id: str) -> None:
     """Raise LearnerNotFound / PlatformUnavailable unless the platform knows the learner."""
     try:
-        await services.platform().learner(learner_id)
+        await services.platform.learner(learner_id)
     except PlatformDataError as exc:
         raise PlatformUnavailable(str(exc)) from exc
 
@@ -374,9 +373,9 @@ async def create_link_token(request: Request) -> JSONResponse:
         return _json_error(503, "platform_unavailable", "the learning platform cannot be reached; try again later")
     result = await issue_link_token(services, learner_id)
     async with services.db.session() as session:
-        from bot.privacy.audit import record_audit
+        from bot.privacy.audit import audit
 
-        await record_audit(session, services.settings, actor="admin", action="link_token_issued",
+        audit(session, services.settings, actor="admin", action="link_token_issued",
                            contact_key=f"learner:{learner_id}", detail={})
     return JSONResponse(result)
 
@@ -420,7 +419,7 @@ async def cli_link_token(learner_id: str, check: bool = True, settings: Any = No
 
             from integrations.demo_platform import demo_app
 
-            services.extras[PLATFORM_EXTRA] = PlatformClient(
+            services.platform_client = PlatformClient(
                 "http://demo-platform.invalid", DEMO_PLATFORM_TOKEN, services.coord,
                 transport=httpx.ASGITransport(app=demo_app()),
             )

@@ -21,9 +21,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_object_session
 
 from bot.conversation.commands import CommandResult, command
 from bot.i18n.catalogue import Rendered, normalise_language
-from bot.mentoring.audit import audit, mentor_actor
 from bot.mentoring.events import publish_after_commit
 from bot.outbox.queue import enqueue
+from bot.privacy.audit import audit, mentor_actor
 from bot.storage.db import as_utc, utcnow
 from bot.storage.models import Contact, Handoff, Mentor
 

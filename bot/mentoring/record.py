@@ -45,7 +45,7 @@ async def load_record(services: Services, learner_id: str | None) -> LearnerReco
         record.error = "This chat is not linked to a learner account."
         return record
     try:
-        client = services.platform()
+        client = services.platform
         now = utcnow()
         record.learner = _plain(await client.learner(learner_id))
         record.enrolments = [_plain(e) for e in await client.enrolments(learner_id)]

@@ -20,7 +20,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.conversation import lease as contact_lease
 from bot.i18n.catalogue import Rendered, normalise_language
-from bot.mentoring.audit import audit, mentor_actor
 from bot.mentoring.events import publish_after_commit
 from bot.mentoring.handoff import (
     HandoffError,
@@ -31,6 +30,7 @@ from bot.mentoring.handoff import (
     tell_rasa_resumed,
 )
 from bot.outbox.queue import enqueue
+from bot.privacy.audit import audit, mentor_actor
 from bot.storage.db import as_utc, utcnow
 from bot.storage.models import Contact, Handoff, InboundMessage, Mentor
 
@@ -147,11 +147,10 @@ async def send_mentor_reply(
 
 async def deliver(services: Services, outbox_ids: list[int]) -> None:
     """Send committed outbox rows now if this process has a sender; otherwise the worker sends them."""
-    sender = services.extras.get("sender")
-    if sender is None or not outbox_ids:
+    if services.sender is None or not outbox_ids:
         return
     try:
-        await sender.send_ids(outbox_ids)
+        await services.sender.send_ids(outbox_ids)
     except Exception:  # (rows stay queued; the worker retries them)
         log.warning("immediate send failed; the worker will retry", exc_info=True)
 

@@ -8,10 +8,10 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import func, or_, select, update
 
-from bot.mentoring.audit import audit
 from bot.mentoring.events import publish_after_commit
 from bot.mentoring.handoff import OPEN_STATES, console_event
 from bot.mentoring.routing import end_handoff
+from bot.privacy.audit import audit
 from bot.storage.db import utcnow
 from bot.storage.models import Contact, Handoff
 

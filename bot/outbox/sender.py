@@ -13,9 +13,12 @@ result was not committed yet: at most `concurrency` rows per worker (one send in
 task). Those go back to queued and are sent again; every other claimed row was never handed to
 the provider. Duplicates after a crash are therefore <= the sends in flight (<= `concurrency`).
 
-Rate limits go through `services.coord.admit_send`, one round trip (Redis when configured, so every worker
-shares them): Telegram `TELEGRAM_RATE_PER_S` overall and `TELEGRAM_CHAT_RATE_PER_S` per chat,
-WhatsApp `WHATSAPP_RATE_PER_S` per sender number. Send errors (bot/channels/base.py):
+A restarted process takes its own claims back at once (`claimed_by` is its token, see
+bot/conversation/lease.py): `reclaim_own`.
+
+Rate limits (bot/outbox/rates.py, shared through Redis when configured): Telegram
+`TELEGRAM_RATE_PER_S` overall and `TELEGRAM_CHAT_RATE_PER_S` per chat, WhatsApp
+`WHATSAPP_RATE_PER_S` per sender number. Send errors (bot/channels/base.py):
 THROTTLED pauses the channel for retry_after; TRANSIENT retries with exponential backoff up to
 `SEND_MAX_ATTEMPTS`; CONTACT_STOPPED marks the contact stopped, never retries and cancels its
 reminders and broadcasts; OUTSIDE_WINDOW resends as the approved WhatsApp template.
@@ -24,37 +27,36 @@ reminders and broadcasts; OUTSIDE_WINDOW resends as the approved WhatsApp templa
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import random
 from collections import OrderedDict, deque
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import delete, select, text, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.channels.base import OutboundMessage, SendError, SendErrorKind, SendResult, Template
+from bot.channels.whatsapp.errors import error_kind
 from bot.i18n.catalogue import Button, normalise_language
+from bot.outbox.rates import SendRates
 from bot.runtime import metrics
-from bot.runtime.batching import Batcher
-from bot.runtime.services import Services
 from bot.runtime.settings import Settings
 from bot.storage.db import as_utc, utcnow
 from bot.storage.models import Contact, EarlyReceipt, Outbox, Reminder
+
+if TYPE_CHECKING:
+    from bot.runtime.services import Services
 
 log = logging.getLogger(__name__)
 
 MAX_ATTEMPTS = 6  # default of SEND_MAX_ATTEMPTS
 PROACTIVE_ORIGINS = frozenset({"reminder", "broadcast"})
 WHATSAPP_WINDOW = timedelta(hours=24)
-WINDOW_ERROR_CODES = frozenset({"63016"})
-STOP_ERROR_CODES = frozenset({"21610"})
-# the longest a send task sleeps inline for a rate limit before handing the row back to the queue
-MAX_INLINE_WAIT_S = 2.0
+# the longest a send task sleeps inline for a rate limit before handing the row back to the queue (a
+# chat's window after a burst: bot/outbox/rates.py)
+MAX_INLINE_WAIT_S = 3.5
 BACKOFF_BASE_S = 5.0
 BACKOFF_MAX_S = 900.0
 DELIVERY_RANK = {"sent": 1, "delivered": 2, "read": 3}
@@ -67,6 +69,7 @@ class Claimed:
 
     id: int
     contact_id: int
+    contact_key: str
     channel: str
     origin: str
     text: str
@@ -85,24 +88,6 @@ class Deferred(Exception):
     def __init__(self, wait_s: float) -> None:
         super().__init__(f"deferred {wait_s:.2f}s")
         self.wait_s = wait_s
-
-
-# --- the outcome of successful sends on PostgreSQL -----------------------------------
-
-# the sends that finish together, recorded in one statement (bot/runtime/batching.py); set_config(…, true) is
-# SET LOCAL for the statement's own transaction: its commit does not wait for the disk
-_SENT_SQL = (
-    "WITH o AS (UPDATE outbox AS o SET status = 'sent', sent_at = v.sent_at, attempts = v.attempts, "
-    "provider_id = v.provider_id, delivery_status = 'sent', last_error = NULL, "
-    "payload = coalesce(v.payload::json, o.payload) "
-    "FROM unnest($1::bigint[], $2::timestamptz[], $3::int[], $4::text[], $5::text[], $6::bool[]) "
-    "AS v(id, sent_at, attempts, provider_id, payload, reminder) "
-    "WHERE o.id = v.id AND (SELECT set_config('synchronous_commit', 'off', true)) IS NOT NULL "
-    "RETURNING o.id, v.reminder, v.sent_at) "
-    "UPDATE reminders AS r SET status = 'sent', updated_at = o.sent_at FROM o WHERE o.reminder AND r.outbox_id = o.id"
-)
-# (outbox id, sent_at, attempts, provider id, payload as JSON or None, a reminder's send)
-SentRow = tuple[int, datetime, int, str | None, str | None, bool]
 
 
 # --- WhatsApp templates -------------------------------------------------------------
@@ -154,8 +139,8 @@ class OutboxSender:
         if self.batch_size < 1 or self.concurrency < 1:
             raise ValueError("SANAD_SEND_BATCH and SANAD_SEND_CONCURRENCY must be at least 1")
         self.max_attempts = services.settings.send_max_attempts or MAX_ATTEMPTS
+        self.rates = SendRates(services.settings, services.rate_limits)
         self._claim_lock = asyncio.Lock()
-        self._record_sent: Batcher[SentRow, None] = Batcher(self._record_sent_rows)
         self.stats: dict[str, int] = {"sent": 0, "failed": 0, "retried": 0, "deferred": 0, "throttled": 0}
 
     # -- public API --------------------------------------------------------------
@@ -187,6 +172,22 @@ class OutboxSender:
             await self._send_all(claimed)
         return total
 
+    async def reclaim_own(self) -> int:
+        """At start-up: rows this process had claimed before it stopped are sent now (the provider may
+        have got the ones in flight at the crash: at most `concurrency` of them go out twice)."""
+        async with self.services.db.session() as session:
+            ids = list((await session.execute(
+                update(Outbox)
+                .where(Outbox.status == "sending", Outbox.claimed_by == self.services.instance_token)
+                .values(status="queued", claimed_at=None, claimed_by=None, next_attempt_at=utcnow())
+                .returning(Outbox.id)
+                .execution_options(synchronize_session=False)
+            )).scalars())
+        if ids:
+            log.warning("took back %d outbox claims of this process from before it stopped", len(ids))
+            await self.send_ids(sorted(ids))
+        return len(ids)
+
     async def requeue_stale(self) -> int:
         """Rows `sending` for longer than the claim timeout belonged to a worker that died."""
         cutoff = utcnow() - timedelta(seconds=self.services.settings.outbox_claim_timeout_s)
@@ -194,7 +195,7 @@ class OutboxSender:
             result = await session.execute(
                 update(Outbox)
                 .where(Outbox.status == "sending", Outbox.claimed_at < cutoff)
-                .values(status="queued", claimed_at=None, next_attempt_at=utcnow())
+                .values(status="queued", claimed_at=None, claimed_by=None, next_attempt_at=utcnow())
                 .execution_options(synchronize_session=False)
             )
         count = int(getattr(result, "rowcount", 0) or 0)
@@ -223,7 +224,7 @@ class OutboxSender:
                     await session.execute(
                         update(Outbox)
                         .where(Outbox.id.in_(candidates), Outbox.status == "queued")
-                        .values(status="sending", claimed_at=now)
+                        .values(status="sending", claimed_at=now, claimed_by=self.services.instance_token)
                         .returning(Outbox.id)
                         .execution_options(synchronize_session=False)
                     )
@@ -234,8 +235,8 @@ class OutboxSender:
             rows = (
                 await session.execute(
                     select(
-                        Outbox.id, Outbox.contact_id, Outbox.channel, Outbox.origin, Outbox.text, Outbox.payload,
-                        Outbox.attempts, Contact.address, Contact.language, Contact.stopped,
+                        Outbox.id, Outbox.contact_id, Contact.key, Outbox.channel, Outbox.origin, Outbox.text,
+                        Outbox.payload, Outbox.attempts, Contact.address, Contact.language, Contact.stopped,
                         Contact.reminders_opt_out, Contact.last_inbound_at,
                     )
                     .join(Contact, Contact.id == Outbox.contact_id)
@@ -245,9 +246,9 @@ class OutboxSender:
             ).all()
         return [
             Claimed(
-                id=r[0], contact_id=r[1], channel=r[2], origin=r[3], text=r[4] or "", payload=dict(r[5] or {}),
-                attempts=r[6], address=r[7], language=normalise_language(r[8]), stopped=bool(r[9]),
-                opted_out=bool(r[10]), last_inbound_at=as_utc(r[11]) if r[11] else None,
+                id=r[0], contact_id=r[1], contact_key=r[2], channel=r[3], origin=r[4], text=r[5] or "",
+                payload=dict(r[6] or {}), attempts=r[7], address=r[8], language=normalise_language(r[9]),
+                stopped=bool(r[10]), opted_out=bool(r[11]), last_inbound_at=as_utc(r[12]) if r[12] else None,
             )
             for r in rows
         ]
@@ -331,50 +332,21 @@ class OutboxSender:
         return {k: str(v) for k, v in params.items()}
 
     async def _wait_for_rate(self, row: Claimed) -> None:
-        """Take the channel's tokens (shared through Redis); sleeps briefly, or defers the row."""
-        settings = self.services.settings
-        chat_key = f"telegram:chat:{row.address}" if row.channel == "telegram" else None
-        # per chat: a token bucket (Telegram tolerates a short burst in one chat, 1 msg/s on average);
-        # the channel's overall limit: evenly spaced slots, reserved in order across workers
-        slot_key, slot_rate = {
-            "telegram": ("telegram:global", settings.telegram_rate_per_s),
-            "whatsapp": (f"whatsapp:sender:{settings.twilio_whatsapp_from}", settings.whatsapp_rate_per_s),
-        }.get(row.channel, (None, 0.0))
+        """Take the send's place in the channel's limits; sleeps briefly, or defers the row."""
         while True:
-            # one round trip: pause, chat bucket and slot (shared through Redis when configured)
-            kind, wait_s = await self.services.coord.admit_send(
-                f"channel:{row.channel}", chat_key, settings.telegram_chat_rate_per_s, 3.0, slot_key, slot_rate
-            )
-            if kind == "slot":
-                if wait_s > 0:
-                    await asyncio.sleep(wait_s)
+            admission = await self.rates.admit(row.channel, row.contact_key)
+            if admission.admitted:
                 return
             # paused channel or a chat that has to wait long: give the row back instead of holding a task
-            if wait_s > MAX_INLINE_WAIT_S:
-                raise Deferred(wait_s)
-            await asyncio.sleep(wait_s)
+            if admission.wait_s > MAX_INLINE_WAIT_S:
+                raise Deferred(admission.wait_s)
+            await asyncio.sleep(admission.wait_s)
 
     # -- outcomes ----------------------------------------------------------------------
 
-    async def _record_sent_rows(self, rows: list[SentRow]) -> list[None]:
-        columns = list(zip(*rows, strict=True))
-        await self.services.db.raw_pool().execute(_SENT_SQL, *(list(c) for c in columns))
-        return [None] * len(rows)
-
-    @asynccontextmanager
-    async def _outcome_session(self) -> AsyncIterator[AsyncSession]:
-        """A transaction recording a send's outcome. On PostgreSQL its commit does not wait for the
-        disk: a killed *worker* loses nothing (the commit is in the server), only a crash of the
-        database server itself may forget the last fraction of a second of outcomes, whose rows would
-        then be sent again — the same at-least-once bound as a worker crash."""
-        async with self.services.db.session() as session:
-            if not self.services.db.is_sqlite:
-                await session.execute(text("SET LOCAL synchronous_commit = off"))
-            yield session
-
     async def _defer(self, ids: list[int], wait_s: float) -> None:
         self.stats["deferred"] += len(ids)
-        async with self._outcome_session() as session:
+        async with self.services.db.session() as session:
             await session.execute(
                 update(Outbox)
                 .where(Outbox.id.in_(ids), Outbox.status == "sending")
@@ -383,7 +355,7 @@ class OutboxSender:
             )
 
     async def _finish(self, row_id: int, *, status: str, error: str | None) -> None:
-        async with self._outcome_session() as session:
+        async with self.services.db.session() as session:
             await session.execute(
                 update(Outbox)
                 .where(Outbox.id == row_id)
@@ -411,15 +383,11 @@ class OutboxSender:
         }
         if len(result.provider_ids) > 1:
             values["payload"] = {**row.payload, "provider_ids": list(result.provider_ids)}
-        if not self.services.db.is_sqlite:
-            # with the outcomes of the sends that finish at the same time, its commit not waiting for
-            # the disk (see _outcome_session); it is recorded before this send task takes another row
-            payload = json.dumps(values["payload"]) if "payload" in values else None
-            sent: SentRow = (row.id, values["sent_at"], values["attempts"], values["provider_id"], payload,
-                             row.origin == "reminder")
-            await self._record_sent(sent)
+        if row.origin != "reminder":
+            async with self.services.db.autocommit() as conn:
+                await conn.execute(update(Outbox).where(Outbox.id == row.id).values(**values))
             return
-        async with self._outcome_session() as session:
+        async with self.services.db.session() as session:
             await session.execute(
                 update(Outbox).where(Outbox.id == row.id).values(**values).execution_options(synchronize_session=False)
             )
@@ -437,12 +405,12 @@ class OutboxSender:
         attempts = row.attempts + 1
         now = utcnow()
         values: dict[str, Any] = {"last_error": kind.value, "claimed_at": None}
-        async with self._outcome_session() as session:
+        async with self.services.db.session() as session:
             if kind is SendErrorKind.THROTTLED:
                 # the provider's limit, not the message's fault: pause the channel, do not count it
                 self.stats["throttled"] += 1
                 delay_s = max(exc.retry_after_s or 1.0, 0.1)
-                await self.services.coord.pause(f"channel:{row.channel}", delay_s)
+                await self.rates.pause(row.channel, delay_s)
                 values.update(status="queued", next_attempt_at=now + timedelta(seconds=delay_s))
             elif kind is SendErrorKind.CONTACT_STOPPED:
                 values.update(status="failed", attempts=attempts)
@@ -545,8 +513,9 @@ async def record_delivery_status(
         if current in ("delivered", "read"):
             return True
         code = (error_code or "").strip()
+        kind = error_kind(code) if channel == "whatsapp" and code else None
         payload = dict(row.payload or {})
-        if code in WINDOW_ERROR_CODES and not payload.get("force_template") and not payload.get("template"):
+        if kind is SendErrorKind.OUTSIDE_WINDOW and not payload.get("force_template") and not payload.get("template"):
             contact = await session.get(Contact, row.contact_id)
             template = whatsapp_template(
                 services.settings, row.origin, (contact.language if contact else None) or "en",
@@ -558,12 +527,13 @@ async def record_delivery_status(
                 row.status = "queued"
                 row.delivery_status = None
                 row.provider_id = None
+                row.claimed_by = None
                 row.last_error = "outside_window"
                 row.next_attempt_at = utcnow()
                 return True
         row.delivery_status = status
         row.last_error = (f"{status}:{code}" if code else status)[:64]
-        if code in STOP_ERROR_CODES:
+        if kind is SendErrorKind.CONTACT_STOPPED:
             row.last_error = "contact_stopped"
             await stop_contact(session, row.contact_id)
     return True

@@ -1,4 +1,7 @@
-"""Audit entries about a learner's data: who did what, never what was said or who the learner is."""
+"""The audit log: who read or changed whose data, never what was said or who the learner is.
+
+The one writer of `audit_log` (mentors' work in the console, learners' and admins' requests,
+privacy tools); erasure re-keys and scrubs these entries (bot/privacy/erasure.py)."""
 
 from __future__ import annotations
 
@@ -45,7 +48,12 @@ def clean_detail(detail: dict[str, Any] | None, needles: set[str] | None = None)
     return cleaned
 
 
-async def record_audit(
+def mentor_actor(mentor_id: int) -> str:
+    """The `actor` of an entry written for a mentor."""
+    return f"mentor:{mentor_id}"
+
+
+def audit(
     session: AsyncSession,
     settings: Settings,
     *,
@@ -54,7 +62,8 @@ async def record_audit(
     contact_key: str | None = None,
     detail: dict[str, Any] | None = None,
 ) -> AuditEntry:
-    """Add an audit entry in the caller's transaction; `detail` must hold ids and counts, not text."""
+    """Add one audit entry to the caller's transaction: who did what to whose data (a pseudonymous
+    `subject_ref`), and `detail` with ids and counts only (text and name fields are dropped)."""
     entry = AuditEntry(
         actor=actor,
         action=action,
@@ -62,5 +71,4 @@ async def record_audit(
         detail=clean_detail(detail),
     )
     session.add(entry)
-    await session.flush()
     return entry

@@ -27,7 +27,7 @@ def _services(settings: Settings) -> Services:
         coord=make_coordinator(settings.redis_url, settings.redis_prefix),
         catalogue=get_catalogue(),
     )
-    services.rasa = RasaClient(settings.rasa_url, timeout_s=settings.rasa_timeout_s)
+    services.rasa = RasaClient(settings.rasa_url, timeout_s=settings.rasa_timeout_s, token=settings.rasa_token)
     return services
 
 
@@ -56,7 +56,7 @@ async def cmd_erase(services: Services, target: str) -> int:
 
 
 async def cmd_export(services: Services, target: str, out: Path | None) -> int:
-    from bot.privacy.audit import record_audit
+    from bot.privacy.audit import audit
     from bot.privacy.export import SubjectNotFound, build_export, export_json, write_export
 
     try:
@@ -69,7 +69,7 @@ async def cmd_export(services: Services, target: str, out: Path | None) -> int:
         print(f"no contact or learner matches {target!r}", file=sys.stderr)
         return 1
     async with services.db.session() as session:
-        await record_audit(session, services.settings, actor="admin", action="export", contact_key=target)
+        audit(session, services.settings, actor="admin", action="export", contact_key=target)
     return 0
 
 

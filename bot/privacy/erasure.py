@@ -24,6 +24,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from bot.channels.base import OutboundMessage, SendError
 from bot.conversation import lease as contact_lease
 from bot.conversation.commands import CommandResult, command
+from bot.outbox.rates import SendRates
 from bot.privacy import tracker_store
 from bot.privacy.audit import clean_detail, erased_ref, subject_ref
 from bot.privacy.logs import contact_ref
@@ -40,6 +41,7 @@ from bot.storage.models import (
     Outbox,
     Reminder,
 )
+from integrations.platform.client import cache_prefix
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession
@@ -264,7 +266,8 @@ async def erase_redis(
     """
     deleted = 0
     if learner_id:
-        deleted += await coord.cache_delete_prefix(f"platform:{learner_id}:")
+        # the platform client's own key prefix: ids it quotes (`a@b.org`) are found as it wrote them
+        deleted += await coord.cache_delete_prefix(cache_prefix(learner_id))
     patterns = [f"*{_glob_escape(k)}*" for k in contact_keys]
     bounded = [v for v in [*(addresses or []), *([learner_id] if learner_id else [])] if v]
     for value in bounded:
@@ -281,7 +284,7 @@ async def erase_redis(
     if isinstance(coord, LocalCoordinator):
         needles = list(contact_keys) + [f":{v}:" for v in bounded]
         endings = tuple(f":{v}" for v in bounded)
-        stores: list[dict[str, Any]] = [coord._cache, coord._hits, coord._pauses, coord._buckets]
+        stores: list[dict[str, Any]] = [coord._cache, coord._hits, coord._pauses]
         for store in stores:
             doomed = [k for k in store if any(n in k for n in needles) or (endings and k.endswith(endings))]
             for key in doomed:
@@ -336,6 +339,10 @@ async def erase_contact(
             await erase_database(services, session, subject, actor, report)
     try:
         report.redis_keys = await erase_redis(services.coord, keys, learner_id, addresses)
+        # the send rate counters kept in this process when there is no Redis (with Redis, erased above)
+        rates = SendRates(services.settings, services.rate_limits)
+        for key in keys:
+            await rates.forget_contact(key)
     except Exception as exc:  # noqa: BLE001
         report.errors.append(f"redis: {type(exc).__name__}")
     await erase_rasa(services, keys, report)

@@ -12,7 +12,7 @@ from sqlalchemy import or_, select
 
 from bot.conversation.commands import CommandResult, command
 from bot.privacy import tracker_store
-from bot.privacy.audit import record_audit, subject_ref
+from bot.privacy.audit import audit, subject_ref
 from bot.privacy.erasure import resolve_subject, subject_refs
 from bot.storage.db import as_utc, utcnow
 from bot.storage.models import AuditEntry, Contact, Handoff, InboundMessage, LinkToken, MentorNote, Outbox, Reminder
@@ -122,11 +122,11 @@ def _write_private(path: Path, text: str) -> None:
 async def export_command(services: Services, contact: Contact, args: dict[str, Any]) -> CommandResult:
     """The learner asks for their data: audit it and tell the mentors (a mentor sends the export)."""
     async with services.db.session() as session:
-        entry = await record_audit(
+        entry = audit(
             session, services.settings, actor="learner", action="export_requested", contact_key=contact.key,
             detail={"contact_id": contact.id},
         )
-        entry_id = entry.id
+    entry_id = entry.id  # given at the commit
     await services.coord.publish(
         "console",
         {

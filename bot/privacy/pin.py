@@ -33,7 +33,7 @@ from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatc
 
 from bot.conversation.interceptors import Intercepted, interceptor
 from bot.outbox.queue import enqueue
-from bot.privacy.audit import record_audit
+from bot.privacy.audit import audit
 from bot.privacy.logs import contact_ref
 from bot.storage.db import as_utc, utcnow
 from bot.storage.models import Contact
@@ -302,7 +302,7 @@ async def reset_pin(services: Services, contact_id: int, actor: str) -> None:
         contact.pin_failures = 0
         contact.pin_locked_until = None
         contact.pin_verified_at = None
-        await record_audit(
+        audit(
             session, services.settings, actor=actor, action="pin_reset", contact_key=contact.key,
             detail={"had_pin": had_pin},
         )

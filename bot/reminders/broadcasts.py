@@ -173,7 +173,7 @@ async def _learners_matching(services: Services, learners: list[str], segment: d
     """Learners with an enrolment in one of the courses (and/or with one of the statuses)."""
     from integrations.platform import LearnerNotFound, PlatformError
 
-    client = services.platform()
+    client = services.platform
     courses = set(segment.get("course", []))
     statuses = set(segment.get("enrolment_status", []))
     gate = asyncio.Semaphore(PLATFORM_CONCURRENCY)

@@ -37,7 +37,7 @@ async def plan_if_due(services: Services, now: datetime | None = None, force: bo
             from integrations.platform import PlatformError
 
             try:
-                stats = await plan_reminders(services, services.platform(), now)
+                stats = await plan_reminders(services, services.platform, now)
             except PlatformError as exc:
                 # keep what is planned; try again in a minute rather than on every tick
                 log.warning("reminder planning skipped: platform unavailable (%s)", type(exc).__name__)
@@ -58,9 +58,7 @@ async def job(services: Services) -> None:
     await plan_if_due(services, now)
     await dispatch_due_reminders(services, now)
     await expand_due_broadcasts(services, now)
-    sender = services.extras.get("sender")
-    if not isinstance(sender, OutboxSender):
-        sender = OutboxSender(services)
-        services.extras["sender"] = sender
-    await sender.run_once(SEND_LIMIT)
+    if services.sender is None:
+        services.sender = OutboxSender(services)
+    await services.sender.run_once(SEND_LIMIT)
     await finish_broadcasts(services)

@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -17,11 +18,15 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from bot.runtime.settings import PROJECT_ROOT, Settings
+from bot.runtime.settings import PROJECT_ROOT, Settings, load_or_create_secret
 
 
-def _settings() -> Settings:
-    return Settings.from_env()
+def _settings(instance_id: str | None = None) -> Settings:
+    """Settings from the environment; `instance_id` names this process when SANAD_INSTANCE_ID does not."""
+    settings = Settings.from_env()
+    if instance_id and not settings.instance_id:
+        settings = settings.replace(instance_id=instance_id)
+    return settings
 
 
 def _setup_logging(settings: Settings, level: str = "INFO") -> None:
@@ -76,7 +81,8 @@ def cmd_gateway(args: argparse.Namespace) -> int:
 
     from bot.web.app import create_app
 
-    settings = _settings()
+    # the same name after a restart on this host and port: the gateway takes its own leases back at once
+    settings = _settings(f"{socket.gethostname()}:gateway:{args.port}")
     _setup_logging(settings)
     app = create_app(settings=settings, run_worker=args.with_worker or None)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
@@ -85,10 +91,21 @@ def cmd_gateway(args: argparse.Namespace) -> int:
 
 def cmd_worker(args: argparse.Namespace) -> int:
     from bot.runtime.services import Services
-    from bot.runtime.worker import run_forever, run_once
+    from bot.runtime.worker import heartbeat_age_s, run_forever, run_once
 
-    settings = _settings()
+    # one worker per host unless SANAD_INSTANCE_ID names each (a container has a host name of its own)
+    settings = _settings(f"{socket.gethostname()}:worker")
     _setup_logging(settings)
+
+    async def check() -> int:
+        services = Services.build(settings)
+        try:
+            age_s = await heartbeat_age_s(services)
+        finally:
+            await services.close()
+        healthy = age_s is not None and age_s <= 3 * settings.worker_heartbeat_s
+        print("alive" if healthy else f"no heartbeat for {'ever' if age_s is None else f'{age_s:.0f} s'}")
+        return 0 if healthy else 1
 
     async def main() -> None:
         services = Services.build(settings)
@@ -96,19 +113,26 @@ def cmd_worker(args: argparse.Namespace) -> int:
         from bot.web.app import load_components
 
         load_components()
-        services.extras["sender"] = OutboxSender(services)
+        services.sender = OutboxSender(services)
         try:
             if args.once:
                 await run_once(services)
             else:
+                if settings.worker_metrics_port:
+                    from prometheus_client import start_http_server
+
+                    start_http_server(settings.worker_metrics_port)
                 stop = asyncio.Event()
                 loop = asyncio.get_running_loop()
                 for sig in (signal.SIGINT, signal.SIGTERM):
                     loop.add_signal_handler(sig, stop.set)
+                await services.conversations.recover()
                 await run_forever(services, stop)
         finally:
             await services.close()
 
+    if args.check:
+        return asyncio.run(check())
     asyncio.run(main())
     return 0
 
@@ -147,9 +171,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     from bot.runtime.rasa import rasa_command, train, write_endpoints
     from bot.web.app import create_app
 
-    settings = _settings()
+    settings = _settings(f"{socket.gethostname()}:gateway:{args.port}")
     _setup_logging(settings)
     settings.var_dir.mkdir(parents=True, exist_ok=True)
+    # Rasa's HTTP API answers only with this token: generated once into var/ unless RASA_TOKEN is set
+    rasa_token = settings.rasa_token or load_or_create_secret(settings.var_dir, "rasa_token")
+    os.environ["RASA_TOKEN"] = rasa_token
+    settings = settings.replace(rasa_token=rasa_token)
     print("[1/4] database", flush=True)
     db_upgrade(settings)
     print("[2/4] Rasa model", flush=True)
@@ -192,10 +220,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     atexit.register(stop_children)
     os.environ["SANAD_DEMO_PLATFORM_URL"] = env["SANAD_DEMO_PLATFORM_URL"]
     os.environ["RASA_URL"] = rasa_url
-    app = create_app(settings=Settings.from_env())
+    app = create_app(settings=settings.replace(rasa_url=rasa_url,
+                                               demo_platform_url=env["SANAD_DEMO_PLATFORM_URL"]))
 
     def announce() -> None:
-        ready = _wait_http(rasa_url + "/status", 300, children[1], _rasa_model_loaded)
+        ready = _wait_http(f"{rasa_url}/status?token={rasa_token}", 300, children[1], _rasa_model_loaded)
         if ready:
             print(f"[4/4] Sanad is ready: open {gateway_url}/chat  (mentor console: {gateway_url}/console)", flush=True)
             print("      Ctrl-C stops everything.", flush=True)
@@ -259,6 +288,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     worker = sub.add_parser("worker", help="run the worker")
     worker.add_argument("--once", action="store_true", help="plan due reminders, send everything queued, exit")
+    worker.add_argument("--check", action="store_true",
+                        help="health check: exit 0 when this host's worker wrote its heartbeat lately")
     worker.set_defaults(func=cmd_worker)
 
     gateway = sub.add_parser("gateway", help="run only the gateway (scaled deployment)")

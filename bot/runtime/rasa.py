@@ -152,10 +152,12 @@ def write_endpoints(settings: Settings, gateway_url: str, out_dir: Path | None =
 
 
 def rasa_command(settings: Settings, model: Path, config_dir: Path, port: int) -> list[str]:
+    """`rasa run` with its HTTP API behind `RASA_TOKEN` (the gateway sends it with every call)."""
     return [
         str(rasa_executable()),
         "run",
         "--enable-api",
+        *(["--auth-token", settings.rasa_token] if settings.rasa_token else []),
         "--port", str(port),
         "--interface", "127.0.0.1",
         "--model", str(model),

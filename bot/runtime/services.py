@@ -1,9 +1,18 @@
-"""The shared services of one Sanad process, built once and handed to every component."""
+"""The shared services of one Sanad process, built once and handed to every component.
+
+Everything a process keeps for its lifetime hangs off `Services`, typed: the database, the
+clients of the systems Sanad talks to, the outbox sender of a process that sends right away,
+and the conversation scheduler. No component keeps state of its own in module globals. See
+docs/architecture.md ("Processes").
+"""
 
 from __future__ import annotations
 
+import os
+import socket
+import uuid
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from limits.aio.storage import MemoryStorage, RedisStorage, Storage
 
@@ -14,13 +23,20 @@ from bot.storage.db import Database
 
 if TYPE_CHECKING:
     from bot.channels.base import Channel
+    from bot.conversation.scheduler import ConversationScheduler
+    from bot.outbox.sender import OutboxSender
     from integrations.platform import PlatformClient
     from integrations.rasa import RasaClient
 
 
+def default_instance_id() -> str:
+    """A process without a configured `SANAD_INSTANCE_ID`: unique, so it never takes another's leases."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
 @dataclass
 class Services:
-    """Settings, database, coordination, catalogue, channels and clients of this process."""
+    """Settings, database, coordination, catalogue, channels, clients and per-process state."""
 
     settings: Settings
     db: Database
@@ -28,54 +44,64 @@ class Services:
     catalogue: Catalogue
     channels: dict[str, Channel] = field(default_factory=dict)
     rasa: RasaClient | None = None
+    # the learning platform (one client, one connection pool per process); see `make_platform_client`
+    platform_client: PlatformClient | None = None
     # the counters of every rate limit and throttle (the `limits` library): shared through Redis when
     # configured, in this process otherwise
     rate_limits: Storage = field(default_factory=MemoryStorage)
-    # components keep their own long-lived objects here (platform client, outbox sender, ...)
-    extras: dict[str, Any] = field(default_factory=dict)
+    # the outbox sender of a process that sends right away (gateway, worker); None: the worker sends
+    sender: OutboxSender | None = None
+    # this process's stable name (`SANAD_INSTANCE_ID`) and the lease token derived from it
+    instance_id: str = field(default_factory=default_instance_id)
+    instance_token: str = field(init=False)
+    conversations: ConversationScheduler = field(init=False)
+
+    def __post_init__(self) -> None:
+        from bot.conversation.lease import process_token
+        from bot.conversation.scheduler import ConversationScheduler
+
+        self.instance_token = process_token(self.instance_id)
+        self.conversations = ConversationScheduler(self)
 
     @classmethod
     def build(cls, settings: Settings, schema: str | None = None) -> Services:
-        """Create every service from settings (channels are added by `bot.channels.registry`)."""
+        """Create every service from settings."""
         from bot.channels.registry import build_channels
+        from integrations.platform import make_platform_client
         from integrations.rasa import RasaClient
 
+        coord = make_coordinator(settings.redis_url, settings.redis_prefix)
         services = cls(
             settings=settings,
-            db=Database(settings.database_url, schema=schema),
-            coord=make_coordinator(settings.redis_url, settings.redis_prefix),
+            db=Database(settings.database_url, schema=schema, pool_size=settings.db_pool_size,
+                        max_overflow=settings.db_max_overflow),
+            coord=coord,
             catalogue=get_catalogue(),
+            channels=build_channels(settings),
+            rasa=RasaClient(settings.rasa_url, timeout_s=settings.rasa_timeout_s, token=settings.rasa_token),
+            platform_client=make_platform_client(settings, coord),
+            instance_id=settings.instance_id or default_instance_id(),
         )
         if settings.redis_url:
             services.rate_limits = RedisStorage(
                 "async+" + settings.redis_url, implementation="redispy", key_prefix=settings.redis_prefix + "limits"
             )
-        services.channels = build_channels(settings)
-        services.rasa = RasaClient(settings.rasa_url, timeout_s=settings.rasa_timeout_s)
         return services
 
+    @property
     def platform(self) -> PlatformClient:
-        """The process's platform client, built on first use and kept in `extras["platform"]`."""
-        from integrations.platform import PlatformClient, make_platform_client
-
-        client = self.extras.get("platform")
-        if client is None:
-            client = make_platform_client(self.settings, self.coord)
-            self.extras["platform"] = client
-        if not isinstance(client, PlatformClient):
-            raise TypeError("services.extras['platform'] is not a PlatformClient")
-        return client
+        """The process's platform client."""
+        if self.platform_client is None:
+            raise RuntimeError("no platform client configured")
+        return self.platform_client
 
     async def close(self) -> None:
+        await self.conversations.drain()
         for channel in self.channels.values():
             await channel.close()
         if self.rasa is not None:
             await self.rasa.close()
-        for extra in self.extras.values():
-            closer = getattr(extra, "aclose", None) or getattr(extra, "close", None)
-            if closer is not None:
-                result = closer()
-                if hasattr(result, "__await__"):
-                    await result
+        if self.platform_client is not None:
+            await self.platform_client.aclose()
         await self.coord.close()
         await self.db.dispose()

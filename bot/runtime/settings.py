@@ -76,6 +76,24 @@ class Settings(BaseSettings):
     process_concurrency: int = Field(32, ge=1, validation_alias=_env("SANAD_PROCESS_CONCURRENCY"),
                                      description="conversations a gateway works on at once")
 
+    # --- processes
+    instance_id: str = Field(
+        "", validation_alias=_env("SANAD_INSTANCE_ID"),
+        description="this process's name, stable across restarts: after a crash it takes its own conversation "
+                    "leases and send claims back at once; default: host and port (gateway), host (worker)",
+    )
+    conversation_lease_ttl_s: float = Field(
+        15.0, ge=1, validation_alias=_env("SANAD_CONVERSATION_LEASE_TTL_S"),
+        description="a conversation's lease, renewed by its process's heartbeat; another process takes over a "
+                    "dead one's conversations after this long",
+    )
+    worker_job_timeout_s: float = Field(300.0, gt=0, validation_alias=_env("WORKER_JOB_TIMEOUT_S"),
+                                        description="the longest one run of a worker job may take")
+    worker_heartbeat_s: float = Field(10.0, gt=0, validation_alias=_env("WORKER_HEARTBEAT_S"),
+                                      description="how often the worker writes its heartbeat key")
+    worker_metrics_port: int | None = Field(9100, validation_alias=_env("WORKER_METRICS_PORT"),
+                                            description="port of the worker's Prometheus metrics; 0 = off")
+
     # --- channels
     telegram_bot_token: str | None = Field(None, validation_alias=_env("TELEGRAM_BOT_TOKEN"))
     telegram_webhook_secret: str | None = Field(None, validation_alias=_env("TELEGRAM_WEBHOOK_SECRET"))
@@ -168,7 +186,7 @@ class Settings(BaseSettings):
         if not self.rasa_tracker_store_url:
             self.__dict__["rasa_tracker_store_url"] = f"sqlite:///{self.var_dir / 'rasa_tracker.db'}"
         if not self.secret_key:
-            self.__dict__["secret_key"] = _load_or_create_secret(self.var_dir)
+            self.__dict__["secret_key"] = load_or_create_secret(self.var_dir, "secret_key")
         return self
 
     @property
@@ -247,9 +265,9 @@ class _PrefixedSource(PydanticBaseSettingsSource):
         return dict(_prefixed({**from_file, **os.environ}))
 
 
-def _load_or_create_secret(var_dir: Path) -> str:
-    """Generate the secret key once and keep it in var/ so sessions survive restarts."""
-    path = var_dir / "secret_key"
+def load_or_create_secret(var_dir: Path, name: str) -> str:
+    """A random secret generated once and kept in var/<name> (so sessions survive restarts)."""
+    path = var_dir / name
     if path.is_file():
         return path.read_text(encoding="utf-8").strip()
     var_dir.mkdir(parents=True, exist_ok=True)

@@ -62,7 +62,7 @@ class Contact(Base):
     pin_verified_at: Mapped[datetime | None] = mapped_column(TS)
     # a /pin conversation under way: {"step", "first" (peppered), "until" (ISO time)}
     pin_flow: Mapped[dict[str, Any] | None] = mapped_column(JSON)
-    # who works on this conversation now (bot/conversation/lease.py): a random token and until when
+    # who works on this conversation now (bot/conversation/lease.py): the holder's token and until when
     lease_token: Mapped[str | None] = mapped_column(String(32))
     lease_until: Mapped[datetime | None] = mapped_column(TS)
     created_at: Mapped[datetime] = mapped_column(TS, default=utcnow)
@@ -94,6 +94,8 @@ class InboundMessage(Base):
     status: Mapped[str] = mapped_column(String(16), default="received")
     routed_to: Mapped[str | None] = mapped_column(String(16))
     attempts: Mapped[int] = mapped_column(Integer, default=0)
+    # set just before the message goes to Rasa: a later try reads Rasa's tracker before asking again
+    rasa_asked_at: Mapped[datetime | None] = mapped_column(TS)
     created_at: Mapped[datetime] = mapped_column(TS, default=utcnow)
     processed_at: Mapped[datetime | None] = mapped_column(TS)
 
@@ -126,6 +128,8 @@ class Outbox(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[datetime] = mapped_column(TS, default=utcnow)
     claimed_at: Mapped[datetime | None] = mapped_column(TS)
+    # the process that claimed the row (its lease token): a restarted process takes its own claims back at once
+    claimed_by: Mapped[str | None] = mapped_column(String(32))
     last_error: Mapped[str | None] = mapped_column(String(64))
     provider_id: Mapped[str | None] = mapped_column(String(128), index=True)
     broadcast_id: Mapped[int | None] = mapped_column(ForeignKey("broadcasts.id", ondelete="SET NULL"), index=True)

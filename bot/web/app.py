@@ -9,14 +9,13 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from sqlalchemy import text
+from sqlalchemy import select
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.types import Receive, Scope, Send
 
-from bot.conversation import pipeline
 from bot.outbox.sender import OutboxSender
 from bot.runtime.services import Services
 from bot.runtime.settings import Settings
@@ -68,7 +67,7 @@ async def healthz(request: Request) -> Response:
     checks: dict[str, str] = {}
     try:
         async with services.db.engine.connect() as conn:
-            await conn.execute(text("SELECT 1"))
+            await conn.execute(select(1))
         checks["db"] = "ok"
     except Exception:  # noqa: BLE001  (health reports, never raises)
         checks["db"] = "down"
@@ -118,11 +117,14 @@ def create_app(
     settings: Settings | None = None,
     run_worker: bool | None = None,
     redelivery_interval_s: float = 5.0,
+    recover_on_start: bool | None = None,
 ) -> Starlette:
-    """Build the gateway. With `services` given (tests), the caller owns their lifetime."""
+    """Build the gateway. With `services` given (tests), the caller owns their lifetime; a gateway that
+    owns its services recovers what it left before a restart (`recover_on_start`)."""
     settings = services.settings if services is not None else (settings or Settings.from_env())
     load_components()
     owns_services = services is None
+    recover_on_start = owns_services if recover_on_start is None else recover_on_start
     in_process_worker = (settings.redis_url is None) if run_worker is None else run_worker
 
     @contextlib.asynccontextmanager
@@ -130,9 +132,13 @@ def create_app(
         svc = app.state.services
         if owns_services and svc.settings.is_sqlite:
             await svc.db.create_all()
-        svc.extras.setdefault("sender", OutboxSender(svc))
+        if svc.sender is None:
+            svc.sender = OutboxSender(svc)
         stop = asyncio.Event()
         tasks: list[asyncio.Task[Any]] = []
+        if recover_on_start:
+            # what this process left when it stopped (crash): its own leases and claims, at once
+            tasks.append(asyncio.create_task(_recover(svc)))
         if in_process_worker:
             from bot.runtime.worker import run_forever
 
@@ -146,7 +152,7 @@ def create_app(
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-            await pipeline.drain()
+            await svc.conversations.drain()
             if owns_services:
                 await svc.close()
 
@@ -164,10 +170,17 @@ def create_app(
     return app
 
 
+async def _recover(services: Services) -> None:
+    try:
+        await services.conversations.recover()
+    except Exception:
+        log.exception("recovery at start-up failed; redelivery will pick the messages up")
+
+
 async def _redelivery_loop(services: Services, stop: asyncio.Event, interval_s: float) -> None:
     while not stop.is_set():
         try:
-            await pipeline.redeliver_pending(services)
+            await services.conversations.redeliver()
         except Exception:
             log.exception("redelivery failed")
         try:

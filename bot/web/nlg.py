@@ -1,8 +1,8 @@
 """Rasa's NLG endpoint: renders a response name from the catalogue in the learner's language.
 
 Rasa 3.6 POSTs `{"response", "arguments", "tracker", "channel"}`; the answer's `text`
-and `buttons` go back to the learner. Language: the `language` slot (set when the
-learner asked to switch) wins, then the gateway's metadata on the latest message.
+and `buttons` go back to the learner, in the language `learner_language` chooses (the
+gateway's metadata, else the `language` slot).
 """
 
 from __future__ import annotations
@@ -15,19 +15,18 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from bot.i18n.catalogue import Catalogue, normalise_language
+from bot.i18n.catalogue import Catalogue, learner_language
 
 log = logging.getLogger(__name__)
 
 
 def language_of(tracker: dict[str, Any]) -> str:
+    """The learner's language for this tracker (`learner_language` decides, for actions too)."""
     slots = tracker.get("slots") or {}
     slot = slots.get("language") if isinstance(slots, dict) else None
-    if isinstance(slot, str) and slot:
-        return normalise_language(slot)
     latest = tracker.get("latest_message") or {}
     meta = latest.get("metadata") or {} if isinstance(latest, dict) else {}
-    return normalise_language(meta.get("language") if isinstance(meta, dict) else None)
+    return learner_language(meta.get("language") if isinstance(meta, dict) else None, slot)
 
 
 def render_nlg(catalogue: Catalogue, body: dict[str, Any]) -> dict[str, Any]:

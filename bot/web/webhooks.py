@@ -13,20 +13,19 @@ import time
 from typing import Any
 from urllib.parse import parse_qsl
 
-import asyncpg
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from bot.channels.base import Channel, HttpRequestData, Ignored, ParseError, VerifyError
-from bot.conversation import pipeline
+from bot.conversation.accept import accept
 from bot.runtime import metrics
 from bot.runtime.services import Services
 
 log = logging.getLogger(__name__)
 MAX_BODY_BYTES = 1_000_000
 # the database or its connection failed: our fault, answered 503 so that the provider retries
-_STORAGE_ERRORS = (SQLAlchemyError, asyncpg.PostgresError, asyncpg.InterfaceError, OSError)
+_STORAGE_ERRORS = (SQLAlchemyError, OSError)
 
 
 class ClientGone(Exception):
@@ -101,7 +100,7 @@ class WebhookEndpoint:
             return
         status, content, keys = await handle_inbound(services, self.channel_name, scope, body, self.form)
         if keys:
-            pipeline.schedule(services, keys)
+            services.conversations.schedule(keys)
         await _answer(send, status, content)
 
 
@@ -122,7 +121,7 @@ async def handle_inbound(
             metrics.IGNORED.labels(channel_name).inc()
             log.info("%s update ignored: %s", channel_name, parsed.reason)
             return 200, {"ok": True, "ignored": parsed.reason}, []
-        keys = await pipeline.accept(services, parsed)
+        keys = await accept(services, parsed)
     except VerifyError as exc:
         status = exc.status
         metrics.REJECTED.labels(channel_name, str(status)).inc()

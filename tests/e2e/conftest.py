@@ -104,7 +104,7 @@ async def e2e(stack: Stack) -> AsyncIterator[E2E]:
 
     services = Services.build(stack.settings())
     load_components()
-    services.extras["sender"] = OutboxSender(services)
+    services.sender = OutboxSender(services)
     async with httpx.AsyncClient(base_url=stack.gateway_url, timeout=30) as http:
         try:
             yield E2E(stack, services, http)

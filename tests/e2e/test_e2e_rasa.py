@@ -15,7 +15,6 @@ import pytest
 from babel.dates import format_date
 from sqlalchemy import select
 
-from bot.conversation import pipeline
 from bot.learners import linking
 from bot.storage.models import Contact, Handoff, InboundMessage, Outbox
 from tests.e2e.conftest import E2E
@@ -177,7 +176,7 @@ async def test_rasa_down_the_learner_is_told_once_and_nothing_is_lost(e2e: E2E) 
     finally:
         e2e.stack.start_rasa()
 
-    assert await pipeline.redeliver_pending(e2e.services, older_than_s=0) >= 1
+    assert await e2e.services.conversations.redeliver(older_than_s=0) >= 1
     sent = await e2e.telegram_replies(chat, 3)
     greeting = e2e.services.catalogue.render("utter_greet", "en")
     assert sent[1]["text"] == greeting.text  # answers in the order the learner wrote

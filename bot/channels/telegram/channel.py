@@ -1,6 +1,7 @@
 """Telegram over the Bot API: webhook verification and parsing, sending through PTB's `Bot`.
 
-Bot API reference: https://core.telegram.org/bots/api
+The `Bot` sends over PTB's own `HTTPXRequest` (its connection pool, timeouts, and a proxy from
+`HTTPS_PROXY`/`ALL_PROXY`). Bot API reference: https://core.telegram.org/bots/api
 """
 
 from __future__ import annotations
@@ -23,14 +24,16 @@ from bot.channels.base import (
     SendResult,
     VerifyError,
 )
-from bot.channels.telegram.transport import KeepAliveRequest
 from bot.conversation.text import split_text
 from bot.runtime.settings import Settings
 from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup
 from telegram.error import BadRequest, Forbidden, InvalidToken, NetworkError, RetryAfter, TelegramError, TimedOut
+from telegram.request import BaseRequest, HTTPXRequest
 
 log = logging.getLogger(__name__)
 
+# concurrent Bot API calls of one process (replies and the outbox sender's tasks)
+CONNECTION_POOL_SIZE = 64
 SECRET_HEADER = "x-telegram-bot-api-secret-token"  # noqa: S105  (a header name, not a secret)
 MAX_CALLBACK_DATA_BYTES = 64  # https://core.telegram.org/bots/api#inlinekeyboardbutton
 MEDIA_KINDS = ("voice", "audio", "video", "video_note", "document", "animation", "sticker")
@@ -88,7 +91,7 @@ class TelegramChannel:
     max_text_len = 4096
     numbered_buttons = False
 
-    def __init__(self, settings: Settings, request: Any = None) -> None:
+    def __init__(self, settings: Settings, request: BaseRequest | None = None) -> None:
         if not settings.telegram_bot_token:
             raise ValueError("TELEGRAM_BOT_TOKEN is not set")
         self.secret = webhook_secret(settings)
@@ -97,7 +100,8 @@ class TelegramChannel:
             token=settings.telegram_bot_token,
             base_url=f"{base}/bot",
             base_file_url=f"{base}/file/bot",
-            request=request or KeepAliveRequest(connection_pool_size=64),
+            request=request or HTTPXRequest(connection_pool_size=CONNECTION_POOL_SIZE, read_timeout=10.0,
+                                            write_timeout=10.0, pool_timeout=5.0),
         )
 
     # -- inbound -------------------------------------------------------------

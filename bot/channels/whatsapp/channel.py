@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any
+import os
 
 from twilio.base.exceptions import TwilioException, TwilioRestException
-from twilio.http import AsyncHttpClient
 from twilio.http.async_http_client import AsyncTwilioHttpClient
-from twilio.http.response import Response as TwilioResponse
 from twilio.request_validator import RequestValidator
 from twilio.rest import Client
 
@@ -30,6 +28,7 @@ from bot.channels.base import (
     SendResult,
     VerifyError,
 )
+from bot.channels.whatsapp.errors import error_kind
 from bot.conversation.text import split_text
 from bot.runtime.settings import Settings
 
@@ -37,44 +36,7 @@ log = logging.getLogger(__name__)
 # twilio logs whole requests (numbers, bodies) at INFO: keep that out of our logs
 logging.getLogger("twilio.http_client").setLevel(logging.WARNING)
 
-TWILIO_DEFAULT_BASE = "https://api.twilio.com"
-STOP_CODES = {"21610"}  # recipient replied STOP / unsubscribed
-WINDOW_CODES = {"63016"}  # free-form message outside the 24-hour session window
-PERMANENT_CODES = {"21211", "21614", "63003", "63024"}
-
-
-class BaseUrlHttpClient(AsyncHttpClient):  # type: ignore[misc]
-    """Twilio's async HTTP client with the API host swapped (a local test double or a proxy).
-
-    It wraps `AsyncTwilioHttpClient` instead of extending it: twilio's `Client` builds absolute
-    `https://api.twilio.com/...` URLs and this is the one place they can be redirected."""
-
-    def __init__(self, base_url: str, timeout_s: float = 10.0) -> None:
-        super().__init__(logging.getLogger("twilio.http_client"), True, timeout_s)
-        self.base_url = base_url.rstrip("/")
-        self.timeout_s = timeout_s
-        self.inner: AsyncTwilioHttpClient | None = None  # built on first use, inside the event loop
-
-    async def request(
-        self,
-        method: str,
-        uri: str,
-        params: dict[str, object] | None = None,
-        data: dict[str, object] | None = None,
-        headers: dict[str, str] | None = None,
-        auth: tuple[str, str] | None = None,
-        timeout: float | None = None,  # noqa: ASYNC109  (twilio's interface)
-        allow_redirects: bool = False,
-    ) -> TwilioResponse:
-        if self.base_url != TWILIO_DEFAULT_BASE and uri.startswith(TWILIO_DEFAULT_BASE):
-            uri = self.base_url + uri[len(TWILIO_DEFAULT_BASE):]
-        if self.inner is None:
-            self.inner = AsyncTwilioHttpClient(timeout=self.timeout_s)
-        return await self.inner.request(method, uri, params, data, headers, auth, timeout, allow_redirects)
-
-    async def close(self) -> None:
-        if self.inner is not None:
-            await self.inner.close()
+SEND_TIMEOUT_S = 10.0
 
 
 def media_kind(content_type: str) -> str:
@@ -104,7 +66,7 @@ class WhatsAppChannel:
     max_text_len = 1600
     numbered_buttons = True
 
-    def __init__(self, settings: Settings, http_client: AsyncHttpClient | None = None) -> None:
+    def __init__(self, settings: Settings) -> None:
         if not (settings.twilio_account_sid and settings.twilio_auth_token and settings.twilio_whatsapp_from):
             raise ValueError("TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN and TWILIO_WHATSAPP_FROM must be set")
         self.validator = RequestValidator(settings.twilio_auth_token)
@@ -112,8 +74,21 @@ class WhatsAppChannel:
         sender = settings.twilio_whatsapp_from
         self.sender = sender if sender.startswith("whatsapp:") else f"whatsapp:{sender}"
         self.status_callback = f"{settings.public_base_url}/webhooks/whatsapp/status"
-        self.http = http_client or BaseUrlHttpClient(settings.twilio_api_base_url)
-        self.client = Client(settings.twilio_account_sid, settings.twilio_auth_token, http_client=self.http)
+        self.account_sid, self.auth_token = settings.twilio_account_sid, settings.twilio_auth_token
+        self.api_base_url = settings.twilio_api_base_url
+        self._client: Client | None = None
+        self._http: AsyncTwilioHttpClient | None = None
+
+    def client(self) -> Client:
+        """twilio's `Client` over its documented async HTTP client, built on first use: that client
+        opens an aiohttp session, which needs the running event loop. A proxy comes from
+        `HTTPS_PROXY`; the API's base URL from `TWILIO_API_BASE_URL` (a test double)."""
+        if self._client is None:
+            self._http = AsyncTwilioHttpClient(timeout=SEND_TIMEOUT_S,
+                                               proxy_url=os.environ.get("HTTPS_PROXY") or None)
+            self._client = Client(self.account_sid, self.auth_token, http_client=self._http)
+            self._client.api.base_url = self.api_base_url
+        return self._client
 
     # -- inbound -------------------------------------------------------------
 
@@ -194,7 +169,7 @@ class WhatsAppChannel:
         sids: list[str] = []
         try:
             if message.template is not None:
-                sent = await self.client.messages.create_async(
+                sent = await self.client().messages.create_async(
                     to=to,
                     from_=self.sender,
                     content_sid=message.template.sid,
@@ -203,7 +178,7 @@ class WhatsAppChannel:
                 )
                 return SendResult((str(sent.sid),))
             for part in split_text(numbered_text(message), self.max_text_len) or [" "]:
-                sent = await self.client.messages.create_async(
+                sent = await self.client().messages.create_async(
                     to=to, from_=self.sender, body=part, status_callback=self.status_callback
                 )
                 sids.append(str(sent.sid))
@@ -219,21 +194,11 @@ class WhatsAppChannel:
         return None
 
     async def close(self) -> None:
-        closer: Any = getattr(self.http, "close", None)
-        if closer is not None:
-            await closer()
+        if self._http is not None:
+            await self._http.close()
 
 
 def _classify(exc: TwilioRestException) -> SendError:
     code = str(exc.code) if exc.code is not None else ""
-    if code in STOP_CODES:
-        return SendError(SendErrorKind.CONTACT_STOPPED, code)
-    if code in WINDOW_CODES:
-        return SendError(SendErrorKind.OUTSIDE_WINDOW, code)
-    if exc.status == 429:
-        return SendError(SendErrorKind.THROTTLED, "429", retry_after_s=1.0)
-    if exc.status >= 500:
-        return SendError(SendErrorKind.TRANSIENT, str(exc.status))
-    if code in PERMANENT_CODES or 400 <= exc.status < 500:
-        return SendError(SendErrorKind.PERMANENT, code or str(exc.status))
-    return SendError(SendErrorKind.TRANSIENT, code or str(exc.status))
+    kind = error_kind(code, exc.status)
+    return SendError(kind, code or str(exc.status), retry_after_s=1.0 if kind is SendErrorKind.THROTTLED else None)

@@ -31,11 +31,11 @@ from starlette.templating import Jinja2Templates
 
 from bot.i18n.catalogue import get_catalogue
 from bot.mentoring.accounts import find_by_email, verify_password
-from bot.mentoring.audit import audit, mentor_actor
 from bot.mentoring.events import CONSOLE_CHANNEL
 from bot.mentoring.handoff import HandoffError, can_see, claim, mentor_languages, transfer
 from bot.mentoring.record import load_record
 from bot.mentoring.routing import add_note, deliver, end_handoff, outside_whatsapp_window, send_mentor_reply
+from bot.privacy.audit import audit, mentor_actor
 from bot.runtime.settings import DEFAULT_LANGUAGE, LANGUAGES, RTL_LANGUAGES
 from bot.storage.db import as_utc
 from bot.storage.models import Contact, Handoff, InboundMessage, Mentor, MentorNote, Outbox
