@@ -101,13 +101,19 @@ async def release(svc: Services, schema: str | None) -> None:
 
 
 @pytest.fixture
-async def services(pg_schema: str, tmp_path: Path) -> AsyncIterator[Services]:
+async def pg_services(pg_schema: str, tmp_path: Path) -> AsyncIterator[Services]:
     """Services on the run's PostgreSQL schema and a fresh Redis prefix; tables emptied after."""
     svc = Services.build(make_settings(tmp_path), schema=pg_schema)
     try:
         yield svc
     finally:
         await release(svc, pg_schema)
+
+
+@pytest.fixture
+def services(pg_services: Services) -> Services:
+    """Services on PostgreSQL + Redis (a module may override `services` with `any_services`)."""
+    return pg_services
 
 
 @pytest.fixture
@@ -125,7 +131,7 @@ async def sqlite_services(tmp_path: Path) -> AsyncIterator[Services]:
 @pytest.fixture(params=["postgres", "sqlite"])
 def any_services(request: pytest.FixtureRequest) -> Services:
     """Services on PostgreSQL + Redis, then on the embedded default (SQLite, no Redis)."""
-    svc: Services = request.getfixturevalue("services" if request.param == "postgres" else "sqlite_services")
+    svc: Services = request.getfixturevalue("pg_services" if request.param == "postgres" else "sqlite_services")
     return svc
 
 
@@ -198,7 +204,7 @@ async def _gateway(services_factory: Any) -> AsyncIterator[Gateway]:
 
 
 @pytest.fixture
-async def gateway(pg_schema: str, tmp_path: Path) -> AsyncIterator[Gateway]:
+async def pg_gateway(pg_schema: str, tmp_path: Path) -> AsyncIterator[Gateway]:
     """The gateway on PostgreSQL + Redis with Telegram, WhatsApp and Rasa doubles."""
     built: list[Services] = []
 
@@ -216,10 +222,16 @@ async def gateway(pg_schema: str, tmp_path: Path) -> AsyncIterator[Gateway]:
         await truncate_all(pg_schema)
 
 
+@pytest.fixture
+def gateway(pg_gateway: Gateway) -> Gateway:
+    """The gateway on PostgreSQL + Redis (a module may override `gateway` with `any_gateway`)."""
+    return pg_gateway
+
+
 @pytest.fixture(params=["postgres", "sqlite"])
 def any_gateway(request: pytest.FixtureRequest) -> Gateway:
-    """The gateway on PostgreSQL + Redis, then on the embedded default."""
-    gateway: Gateway = request.getfixturevalue("gateway" if request.param == "postgres" else "sqlite_gateway")
+    """The gateway on PostgreSQL + Redis, then on the embedded default (SQLite, no Redis)."""
+    gateway: Gateway = request.getfixturevalue("pg_gateway" if request.param == "postgres" else "sqlite_gateway")
     return gateway
 
 

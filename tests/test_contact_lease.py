@@ -16,6 +16,12 @@ from bot.storage.models import Contact, InboundMessage
 from tests.conftest import Gateway
 from tests.test_gateway_telegram import private_message
 
+
+@pytest.fixture
+def gateway(any_gateway: Gateway) -> Gateway:
+    """Every test of this module runs on PostgreSQL + Redis and on SQLite without Redis."""
+    return any_gateway
+
 KEY = "telegram:555001"
 OTHER_GATEWAY = "f" * 32
 

@@ -12,6 +12,12 @@ from sqlalchemy import func, select
 from bot.storage.models import Contact, InboundMessage, Outbox
 from tests.conftest import DATA_DIR, Gateway
 
+
+@pytest.fixture
+def gateway(any_gateway: Gateway) -> Gateway:
+    """Every test of this module runs on PostgreSQL + Redis and on SQLite without Redis."""
+    return any_gateway
+
 CORPUS = [json.loads(line) for line in (DATA_DIR / "telegram_corpus.jsonl").read_text().splitlines() if line.strip()]
 
 

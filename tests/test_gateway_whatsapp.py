@@ -11,6 +11,12 @@ from bot.storage.models import Contact, InboundMessage, Outbox
 from tests.conftest import TWILIO_FROM, Gateway
 
 
+@pytest.fixture
+def gateway(any_gateway: Gateway) -> Gateway:
+    """Every test of this module runs on PostgreSQL + Redis and on SQLite without Redis."""
+    return any_gateway
+
+
 def inbound(sid: str = "SM" + "1" * 32, body: str = "hello", **extra: str) -> dict[str, str]:
     form = {
         "SmsMessageSid": sid, "NumMedia": "0", "ProfileName": "Amal", "SmsSid": sid, "WaId": "4915112345678",

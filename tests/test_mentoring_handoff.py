@@ -22,6 +22,12 @@ from integrations.rasa import RasaClient
 from tests.doubles import RasaDouble
 
 
+@pytest.fixture
+def services(any_services: Services) -> Services:
+    """Every test of this module runs on PostgreSQL + Redis and on SQLite without Redis."""
+    return any_services
+
+
 async def make_contact(services: Services, key: str = "telegram:1001", language: str = "en", **fields: Any) -> int:
     channel, address = key.split(":", 1)
     async with services.db.session() as s:

@@ -17,7 +17,7 @@ from bot.outbox.queue import enqueue
 from bot.outbox.rates import SendRates
 from bot.outbox.sender import OutboxSender, record_delivery_status
 from bot.runtime.services import Services
-from bot.storage.db import utcnow
+from bot.storage.db import as_utc, utcnow
 from bot.storage.models import Contact, Outbox, Reminder
 from tests.bot_api_double import BotApiDouble
 from tests.conftest import make_settings, release
@@ -30,19 +30,25 @@ def double() -> Iterator[BotApiDouble]:
     server.stop()
 
 
-@pytest.fixture
-async def tg(pg_schema: str, tmp_path: Path, double: BotApiDouble) -> AsyncIterator[Services]:
-    settings = make_settings(
-        tmp_path, TELEGRAM_BOT_TOKEN="123:test", TELEGRAM_API_BASE_URL=double.base_url,
+@pytest.fixture(params=["postgres", "sqlite"])
+async def tg(request: pytest.FixtureRequest, tmp_path: Path, double: BotApiDouble) -> AsyncIterator[Services]:
+    """Services with a Telegram channel on the double: on PostgreSQL + Redis, then on SQLite without Redis."""
+    env: dict[str, Any] = dict(
+        TELEGRAM_BOT_TOKEN="123:test", TELEGRAM_API_BASE_URL=double.base_url,
         TELEGRAM_RATE_PER_S="1000", TELEGRAM_CHAT_RATE_PER_S="100",
         WHATSAPP_TEMPLATE_REMINDER_AR="HXreminderar|1=title,2=when",
         WHATSAPP_TEMPLATE_BROADCAST_EN="HXbroadcasten",
     )
-    svc = Services.build(settings, schema=pg_schema)
+    schema = request.getfixturevalue("pg_schema") if request.param == "postgres" else None
+    if schema is None:
+        env.update(DATABASE_URL=f"sqlite+aiosqlite:///{tmp_path / 'sanad.db'}", REDIS_URL=None)
+    svc = Services.build(make_settings(tmp_path, **env), schema=schema)
+    if schema is None:
+        await svc.db.create_all()
     try:
         yield svc
     finally:
-        await release(svc, pg_schema)
+        await release(svc, schema)
 
 
 async def add_contact(services: Services, address: str, channel: str = "telegram", **fields: Any) -> Contact:
@@ -117,7 +123,7 @@ async def test_transient_errors_back_off_then_fail_at_the_limit(tg: Services, do
     await sender.run_once(10)
     row = (await outbox_rows(tg))[row_id]
     assert row.status == "queued" and row.attempts == 1 and row.last_error == "transient"
-    assert row.next_attempt_at > utcnow() + timedelta(seconds=2)
+    assert as_utc(row.next_attempt_at) > utcnow() + timedelta(seconds=2)
     for _ in range(tg.settings.send_max_attempts):
         async with tg.db.session() as session:
             (await session.get(Outbox, row_id)).next_attempt_at = utcnow()  # type: ignore[union-attr]

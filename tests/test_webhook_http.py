@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from sqlalchemy import select
 
 from bot.storage.models import Contact, InboundMessage
 from tests.conftest import Gateway
 from tests.test_gateway_telegram import count, private_message
 from tests.test_gateway_whatsapp import inbound
+
+
+@pytest.fixture
+def gateway(any_gateway: Gateway) -> Gateway:
+    """Every test of this module runs on PostgreSQL + Redis and on SQLite without Redis."""
+    return any_gateway
 
 
 async def test_nul_characters_and_lone_surrogates_are_stored_cleaned_and_answered(any_gateway: Gateway) -> None:

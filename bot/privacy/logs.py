@@ -49,7 +49,9 @@ SENSITIVE_EXTRA_FIELDS: frozenset[str] = frozenset(
 
 # Loggers of client libraries that print request parameters (aiosqlite: every statement's bound values at
 # DEBUG) or URLs with tokens.
-_NOISY_LOGGERS = ("telegram", "httpx", "httpcore", "twilio", "hpack", "aiohttp.access", "aiosqlite", "sqlalchemy.engine")
+_NOISY_LOGGERS = (
+    "telegram", "httpx", "httpcore", "twilio", "hpack", "aiohttp.access", "aiosqlite", "sqlalchemy.engine",
+)
 
 _CONTACT_KEY = re.compile(r"\b(telegram|whatsapp|web|tg|wa|sms):(\+?[A-Za-z0-9_\-]{3,64})")
 _BOT_TOKEN = re.compile(r"\b(?:bot)?\d{5,}:[A-Za-z0-9_\-]{30,}")
