@@ -15,6 +15,7 @@ import json
 import time
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import parse_qsl
 
 import httptools
 
@@ -117,7 +118,8 @@ class InstantRasa(BareDouble):
 
 
 class InstantBotApi(BareDouble):
-    """The Bot API's sendMessage (JSON bodies), recording what was sent and when it arrived."""
+    """The Bot API's sendMessage (urlencoded forms, as PTB's HTTPXRequest posts them, or JSON), recording
+    what was sent and when it arrived."""
 
     headers = BOT_API_HEADERS
 
@@ -130,9 +132,9 @@ class InstantBotApi(BareDouble):
         if not path.endswith(b"/sendMessage"):
             return 200, b'{"ok":true,"result":true}'
         try:
-            params = json.loads(body)
+            params = json.loads(body) if body[:1] == b"{" else dict(parse_qsl(body.decode(), keep_blank_values=True))
         except ValueError:
-            return 400, b'{"ok":false,"error_code":400,"description":"Bad Request: not JSON"}'
+            return 400, b'{"ok":false,"error_code":400,"description":"Bad Request: unreadable body"}'
         chat_id = str(params.get("chat_id"))
         message_id = next(self.ids)
         self.sent.append({"chat_id": chat_id, "text": params.get("text"), "message_id": message_id,

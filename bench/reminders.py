@@ -225,6 +225,22 @@ async def bench_sending(messages: int, rate: float, burst: float, concurrency: i
         await drop_schema(schema)
 
 
+async def reference() -> None:
+    """The machine's state beside the results, so that runs on different machines compare: the load
+    average, and the time of one `SELECT 1` round trip to PostgreSQL (median of 2,000)."""
+    conn = await asyncpg.connect(PG_DSN)
+    times = []
+    for _ in range(2000):
+        started = time.perf_counter()
+        await conn.fetchval("SELECT 1")
+        times.append(time.perf_counter() - started)
+    await conn.close()
+    times.sort()
+    load = " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    print(f"machine: load average {load}; {os.cpu_count()} cores; one SELECT 1 round trip "
+          f"p50 {times[len(times) // 2] * 1e6:.0f} µs, p90 {times[int(len(times) * 0.9)] * 1e6:.0f} µs")
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--learners", type=int, default=100_000)
@@ -234,10 +250,12 @@ async def main() -> None:
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--only", choices=("plan", "send"))
     args = parser.parse_args()
+    await reference()
     if args.only != "send":
         await bench_planning(args.learners)
     if args.only != "plan":
         await bench_sending(args.messages, args.rate, args.burst, args.concurrency)
+    await reference()  # again after the runs: the load they met
 
 
 if __name__ == "__main__":
