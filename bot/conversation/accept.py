@@ -11,7 +11,9 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, cast
 
-from sqlalchemy import Table, case, false, func, update
+from sqlalchemy import Insert, Table, bindparam, case, false, func, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from bot.channels.base import InboundEvent, ParseError
 from bot.conversation.text import clean_text, storable, storable_tree
@@ -27,45 +29,64 @@ MESSAGES = cast(Table, InboundMessage.__table__)
 MAX_ADDRESS_CHARS = 64  # contacts.address
 
 
+def _statements(dialect_insert: Any) -> tuple[Insert, Insert]:
+    """The upsert of the contact and the insert of the message, in a dialect's INSERT (both PostgreSQL
+    and SQLite have ON CONFLICT); built once per dialect with bound parameters."""
+    contact = dialect_insert(CONTACTS).values(
+        key=bindparam("c_key"), channel=bindparam("c_channel"), address=bindparam("c_address"),
+        display_name=bindparam("c_name"), mode="bot", reminders_opt_out=False, stopped=False, pin_failures=0,
+        created_at=bindparam("now"), last_inbound_at=bindparam("now"),
+    )
+    upsert = contact.on_conflict_do_update(
+        index_elements=["key"],
+        set_={
+            "last_inbound_at": contact.excluded.last_inbound_at,
+            # keep a name the learner already has; fill it when we had none
+            "display_name": func.coalesce(CONTACTS.c.display_name, contact.excluded.display_name),
+            # a Telegram learner who writes has unblocked the bot (WhatsApp needs START: optout.py)
+            "stopped": case((CONTACTS.c.channel == "telegram", false()), else_=CONTACTS.c.stopped),
+        },
+    ).returning(CONTACTS.c.id)
+    message = dialect_insert(MESSAGES).values(
+        {**{name: bindparam(f"m_{name}") for name in (
+            "contact_id", "channel", "dedup_key", "provider_id", "kind", "text", "payload", "media_ref",
+            "media_type")}, "created_at": bindparam("now"), "status": "received", "attempts": 0},
+    ).on_conflict_do_nothing(index_elements=["dedup_key"]).returning(MESSAGES.c.id)
+    return upsert, message
+
+
+STATEMENTS = {"postgresql": _statements(pg_insert), "sqlite": _statements(sqlite_insert)}
+
+
 async def accept(services: Services, events: list[InboundEvent]) -> list[str]:
-    """Persist inbound events in one transaction; returns the contact key of each new message
-    (duplicates left out)."""
+    """Persist inbound events; returns the contact key of each new message (duplicates left out).
+
+    Each statement commits on its own: the contact's upsert is idempotent, and the message is stored
+    (or found a duplicate) by one INSERT, so no transaction around them is needed (and none costs
+    its two round trips)."""
     keys: list[str] = []
     now = utcnow()
     messages = [_storable_event(e) for e in events if e.kind not in ("blocked", "unblocked")]
-    async with services.db.transaction() as conn:
+    async with services.db.autocommit() as conn:
         for event in events:
             if event.kind in ("blocked", "unblocked"):
                 # the learner blocked (or unblocked) the bot: nothing is sent to a stopped contact
                 await conn.execute(
                     update(CONTACTS).where(CONTACTS.c.key == event.contact_key).values(stopped=event.kind == "blocked")
                 )
+        upsert, insert_message = STATEMENTS[conn.dialect.name]
         for event in messages:
-            upsert = services.db.insert(CONTACTS).values(
-                key=event.contact_key, channel=event.channel, address=event.address,
-                display_name=event.display_name, mode="bot", reminders_opt_out=False, stopped=False,
-                pin_failures=0, created_at=now, last_inbound_at=now,
-            )
-            upsert = upsert.on_conflict_do_update(
-                index_elements=["key"],
-                set_={
-                    "last_inbound_at": upsert.excluded.last_inbound_at,
-                    # keep a name the learner already has; fill it when we had none
-                    "display_name": func.coalesce(CONTACTS.c.display_name, upsert.excluded.display_name),
-                    # a Telegram learner who writes has unblocked the bot (WhatsApp needs START: optout.py)
-                    "stopped": case((CONTACTS.c.channel == "telegram", false()), else_=CONTACTS.c.stopped),
-                },
-            ).returning(CONTACTS.c.id)
-            contact_id = (await conn.execute(upsert)).scalar_one()
+            contact_id = (await conn.execute(upsert, {
+                "c_key": event.contact_key, "c_channel": event.channel, "c_address": event.address,
+                "c_name": event.display_name, "now": now,
+            })).scalar_one()
             text, payload = _message_body(event)
-            inserted = (await conn.execute(
-                services.db.insert(MESSAGES).values(
-                    contact_id=contact_id, channel=event.channel, dedup_key=event.dedup_key,
-                    provider_id=event.provider_id, kind=event.kind, text=text or None, payload=payload or None,
-                    media_ref=event.media_ref, media_type=event.media_type, created_at=now, status="received",
-                    attempts=0,
-                ).on_conflict_do_nothing(index_elements=["dedup_key"]).returning(MESSAGES.c.id)
-            )).scalar_one_or_none()
+            inserted = (await conn.execute(insert_message, {
+                "m_contact_id": contact_id, "m_channel": event.channel, "m_dedup_key": event.dedup_key,
+                "m_provider_id": event.provider_id, "m_kind": event.kind, "m_text": text or None,
+                "m_payload": payload or None, "m_media_ref": event.media_ref, "m_media_type": event.media_type,
+                "now": now,
+            })).scalar_one_or_none()
             if inserted is None:
                 metrics.INBOUND.labels(event.channel, "duplicate").inc()
             else:

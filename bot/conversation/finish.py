@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, cast
 
-from sqlalchemy import Table, insert, select, update
+from sqlalchemy import Table, bindparam, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from bot.conversation.lease import RELEASE
 from bot.i18n.catalogue import Rendered
 from bot.outbox.queue import rendered_payload
 from bot.storage.db import utcnow
@@ -25,6 +26,13 @@ if TYPE_CHECKING:
 CONTACTS = cast(Table, Contact.__table__)
 MESSAGES = cast(Table, InboundMessage.__table__)
 OUTBOX = cast(Table, Outbox.__table__)
+FINISH_MESSAGE = (
+    update(MESSAGES)
+    .where(MESSAGES.c.id == bindparam("message_id"))
+    .values(status=bindparam("new_status"), routed_to=bindparam("new_routed_to"), processed_at=bindparam("now"),
+            language=bindparam("new_language"))
+)
+INSERT_OUTBOX = insert(OUTBOX).returning(OUTBOX.c.id, sort_by_parameter_order=True)
 
 
 async def finish(services: Services, turn: Turn, status: str = "done", reload_contact: bool = False) -> None:
@@ -47,11 +55,18 @@ async def finish(services: Services, turn: Turn, status: str = "done", reload_co
         if buttons is not None:
             changes["pending_buttons"] = buttons
         if changes:
-            await conn.execute(update(CONTACTS).where(CONTACTS.c.id == contact.id).values(**changes))
-        await conn.execute(
-            update(MESSAGES).where(MESSAGES.c.id == message.id)
-            .values(status=status, routed_to=turn.routed_to, processed_at=utcnow(), language=message.language)
-        )
+            contact_update = update(CONTACTS).where(CONTACTS.c.id == contact.id)
+            if turn.release_lease:  # in the same statement
+                contact_update = contact_update.where(CONTACTS.c.lease_token == services.instance_token)
+                changes.update(lease_token=None, lease_until=None)
+                turn.lease_released = True
+            await conn.execute(contact_update.values(**changes))
+        elif turn.release_lease:
+            await conn.execute(RELEASE, {"b_key": contact.key, "token": services.instance_token})
+            turn.lease_released = True
+        await conn.execute(FINISH_MESSAGE, {"message_id": message.id, "new_status": status,
+                                            "new_routed_to": turn.routed_to, "now": utcnow(),
+                                            "new_language": message.language})
         ids = await insert_outbox(services, conn, contact, message.id, replies)
     await send_claimed(services, contact, ids, replies)
 
@@ -88,7 +103,7 @@ async def insert_outbox(
          "claimed_by": claimed_by, "attempts": 0}
         for reply in replies
     ]
-    result = await conn.execute(insert(OUTBOX).returning(OUTBOX.c.id, sort_by_parameter_order=True), rows)
+    result = await conn.execute(INSERT_OUTBOX, rows)
     return [int(row_id) for row_id in result.scalars()]
 
 

@@ -12,7 +12,9 @@ restarted process takes its own leases back at once, and the leases of a process
 for good expire after one heartbeat timeout. Other holders take a random token each.
 
 It lives in the database rather than in Redis: a conversation's order does not depend on
-Redis being up. See docs/architecture.md ("Per-contact order").
+Redis being up. See docs/architecture.md ("Per-contact order"). The statements are built once,
+with bound parameters (SQLAlchemy caches their compiled form; building one costs more than
+running it).
 """
 
 from __future__ import annotations
@@ -26,10 +28,10 @@ from contextlib import asynccontextmanager
 from datetime import timedelta
 from typing import TYPE_CHECKING, Literal, cast
 
-from sqlalchemy import Table, Update, or_, select, update
+from sqlalchemy import Table, bindparam, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from bot.storage.db import utcnow
+from bot.storage.db import as_utc, utcnow
 from bot.storage.models import Contact, InboundMessage
 
 if TYPE_CHECKING:
@@ -39,7 +41,40 @@ CONTACTS = cast(Table, Contact.__table__)
 MESSAGES = cast(Table, InboundMessage.__table__)
 
 LeaseState = Literal["held", "busy", "missing"]
-Taken = tuple[Contact, InboundMessage]
+# the contact, its oldest waiting message, and whether that message was taken before (a crash, Rasa)
+Taken = tuple[Contact, InboundMessage, bool]
+
+# take the lease (:key, :token, :until) when it is free, expired (before :now) or already ours
+TAKE_LEASE = (
+    update(CONTACTS)
+    .where(
+        CONTACTS.c.key == bindparam("b_key"),
+        or_(CONTACTS.c.lease_token.is_(None), CONTACTS.c.lease_token == bindparam("token"),
+            CONTACTS.c.lease_until < bindparam("now")),
+    )
+    .values(lease_token=bindparam("token"), lease_until=bindparam("until"))
+)
+TAKE_LEASE_AND_CONTACT = TAKE_LEASE.returning(*CONTACTS.c)
+# the contact's oldest waiting message: count the attempt; `taken_at` keeps the first take's time, so a
+# value other than this take's :now means it was taken before
+TAKE_MESSAGE = (
+    update(MESSAGES)
+    .where(MESSAGES.c.id == (
+        select(MESSAGES.c.id)
+        .where(MESSAGES.c.contact_id == bindparam("b_contact_id"), MESSAGES.c.status == "received")
+        .order_by(MESSAGES.c.id)
+        .limit(1)
+        .scalar_subquery()
+    ))
+    .values(attempts=MESSAGES.c.attempts + 1, taken_at=func.coalesce(MESSAGES.c.taken_at, bindparam("now")))
+    .returning(*MESSAGES.c)
+)
+RELEASE = (
+    update(CONTACTS)
+    .where(CONTACTS.c.key == bindparam("b_key"), CONTACTS.c.lease_token == bindparam("token"))
+    .values(lease_token=None, lease_until=None)
+)
+CONTACT_EXISTS = select(CONTACTS.c.id).where(CONTACTS.c.key == bindparam("b_key"))
 
 
 class ContactBusy(Exception):
@@ -51,21 +86,14 @@ def process_token(instance_id: str) -> str:
     return hashlib.sha256(instance_id.encode()).hexdigest()[:32]
 
 
-def _take_lease(key: str, token: str, ttl_s: float) -> Update:
+def _lease_params(key: str, token: str, ttl_s: float) -> dict[str, object]:
     now = utcnow()
-    return (
-        update(CONTACTS)
-        .where(
-            CONTACTS.c.key == key,
-            or_(CONTACTS.c.lease_token.is_(None), CONTACTS.c.lease_token == token, CONTACTS.c.lease_until < now),
-        )
-        .values(lease_token=token, lease_until=now + timedelta(seconds=ttl_s))
-    )
+    return {"b_key": key, "token": token, "now": now, "until": now + timedelta(seconds=ttl_s)}
 
 
 async def try_acquire(conn: AsyncConnection, key: str, token: str, ttl_s: float) -> LeaseState:
     """Take the lease in the caller's transaction: "held", "busy" (someone else has it) or "missing"."""
-    taken = (await conn.execute(_take_lease(key, token, ttl_s).returning(CONTACTS.c.id))).first()
+    taken = (await conn.execute(TAKE_LEASE.returning(CONTACTS.c.id), _lease_params(key, token, ttl_s))).first()
     if taken is not None:
         return "held"
     return await exists_state(conn, key)
@@ -73,34 +101,29 @@ async def try_acquire(conn: AsyncConnection, key: str, token: str, ttl_s: float)
 
 async def exists_state(conn: AsyncConnection, key: str) -> LeaseState:
     """After a failed take: "busy" when the contact exists, else "missing"."""
-    found = (await conn.execute(select(CONTACTS.c.id).where(CONTACTS.c.key == key))).first()
+    found = (await conn.execute(CONTACT_EXISTS, {"b_key": key})).first()
     return "busy" if found is not None else "missing"
 
 
 async def take_next(services: Services, key: str, token: str, ttl_s: float) -> Taken | LeaseState:
-    """Take the contact's lease and its oldest received message, counting the attempt, in one
-    transaction; "held" when the lease is ours but no message waits, else "busy" or "missing"."""
-    async with services.db.transaction() as conn:
-        crow = (await conn.execute(
-            _take_lease(key, token, ttl_s).returning(*CONTACTS.c)
-        )).mappings().first()
+    """Take the contact's lease, then its oldest received message, counting the attempt; "held" when
+    the lease is ours but no message waits, else "busy" or "missing".
+
+    Two statements that commit one by one: the message is only touched while the lease is held, and
+    a lease taken for nothing is given back by the caller (or expires)."""
+    params = _lease_params(key, token, ttl_s)
+    async with services.db.autocommit() as conn:
+        crow = (await conn.execute(TAKE_LEASE_AND_CONTACT, params)).mappings().first()
         if crow is None:
             return await exists_state(conn, key)
-        oldest = (
-            select(MESSAGES.c.id)
-            .where(MESSAGES.c.contact_id == crow["id"], MESSAGES.c.status == "received")
-            .order_by(MESSAGES.c.id)
-            .limit(1)
-            .scalar_subquery()
-        )
         mrow = (await conn.execute(
-            update(MESSAGES).where(MESSAGES.c.id == oldest).values(attempts=MESSAGES.c.attempts + 1)
-            .returning(*MESSAGES.c)
+            TAKE_MESSAGE, {"b_contact_id": crow["id"], "now": params["now"]}
         )).mappings().first()
     if mrow is None:
         return "held"
     # detached objects: areas read them, and write through their own sessions
-    return Contact(**crow), InboundMessage(**mrow)
+    message = InboundMessage(**mrow)
+    return Contact(**crow), message, as_utc(mrow["taken_at"]) != params["now"]
 
 
 async def renew(services: Services, keys: list[str], token: str, ttl_s: float) -> None:
@@ -146,11 +169,7 @@ async def acquire(services: Services, key: str, token: str, ttl_s: float, wait_s
 async def release(services: Services, key: str, token: str) -> None:
     """Give the lease back (a no-op when it expired and someone else took it)."""
     async with services.db.autocommit() as conn:
-        await conn.execute(
-            update(CONTACTS)
-            .where(CONTACTS.c.key == key, CONTACTS.c.lease_token == token)
-            .values(lease_token=None, lease_until=None)
-        )
+        await conn.execute(RELEASE, {"b_key": key, "token": token})
 
 
 @asynccontextmanager

@@ -1,8 +1,8 @@
 """Step 4 of a message's path: ask Rasa, and turn its answer into replies and gateway commands.
 
-Never twice: the message is marked (`rasa_asked_at`) before it goes to Rasa, and a message
-marked by an earlier try (a timeout, a process that died) is first looked up in Rasa's
-tracker, whose answer is used if Rasa already had it.
+Never twice: a message is marked (`taken_at`) when it is first taken, before it goes to Rasa,
+and a message taken before (a timeout, a process that died, Rasa down or refusing it) is first
+looked up in Rasa's tracker, whose answer is used if Rasa already had it.
 
 Failures (integrations/rasa.py):
 - Rasa down (refused, timed out, 5xx): the learner is told once, the message waits and does
@@ -71,11 +71,10 @@ async def ask_rasa(services: Services, turn: Turn, text: str) -> Outcome:
     try:
         started = time.perf_counter()
         items = None
-        if message.rasa_asked_at is not None:
+        if turn.taken_before:
             # an earlier try may have reached Rasa: never run the message twice
             items = await replies_already_given(services, contact.key, message.id)
         if items is None:
-            await _mark_asked(services, message)
             items = await services.rasa.send_message(contact.key, text, rasa_metadata(services, contact, message))
         metrics.RASA_LATENCY.observe(time.perf_counter() - started)
     except RasaUnavailable as exc:
@@ -90,14 +89,6 @@ async def ask_rasa(services: Services, turn: Turn, text: str) -> Outcome:
         return await _rasa_refused(services, turn)
     await apply_rasa_replies(services, turn, items)
     return "done"
-
-
-async def _mark_asked(services: Services, message: InboundMessage) -> None:
-    message.rasa_asked_at = utcnow()
-    async with services.db.autocommit() as conn:
-        await conn.execute(
-            update(MESSAGES).where(MESSAGES.c.id == message.id).values(rasa_asked_at=message.rasa_asked_at)
-        )
 
 
 async def _rasa_down(services: Services, turn: Turn) -> None:
@@ -193,6 +184,7 @@ async def apply_rasa_replies(services: Services, turn: Turn, items: list[dict[st
         command = custom.get("sanad") if isinstance(custom, dict) else None
         if isinstance(command, dict) and command.get("command"):
             if not finished:
+                turn.release_lease = False  # the commands run under the lease too
                 await finish(services, turn)
                 finished = True
             else:

@@ -125,12 +125,19 @@ class ConversationScheduler:
                 if isinstance(taken, str):
                     self._pending.pop(key, None)  # none left (or the contact is gone): nothing more to do
                     break
-                outcome = await handle_turn(self.services, Turn(*taken, started=started))
+                contact, message, taken_before = taken
+                self._pending[key] -= 1
+                # the last message counted: its finishing transaction gives the lease back too (one
+                # statement less); a message scheduled meanwhile takes the lease again
+                turn = Turn(contact, message, taken_before=taken_before, started=started,
+                            release_lease=self._pending[key] <= 0)
+                outcome = await handle_turn(self.services, turn)
+                holding = holding and not turn.lease_released
                 if outcome == "rasa_down":
                     self._pending.pop(key, None)  # redelivery takes over from here
                     break
-                if outcome == "done":
-                    self._pending[key] -= 1
+                if outcome == "again":
+                    self._pending[key] += 1
         except Exception:
             # never let a background task die silently; the message stays received and is retried
             log.exception("processing failed contact=%s", contact_ref(key))

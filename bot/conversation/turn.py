@@ -37,7 +37,12 @@ class Turn:
 
     contact: Contact
     message: InboundMessage
+    # taken before (a process died, Rasa was down or refused it): Rasa may already have it
+    taken_before: bool = False
     started: float = field(default_factory=time.perf_counter)
+    # no other message of the contact waits: `finish` gives the lease back in its own transaction
+    release_lease: bool = False
+    lease_released: bool = False
     replies: list[Rendered] = field(default_factory=list)
     routed_to: str = "bot"
     contact_changes: dict[str, Any] = field(default_factory=dict)

@@ -94,8 +94,9 @@ class InboundMessage(Base):
     status: Mapped[str] = mapped_column(String(16), default="received")
     routed_to: Mapped[str | None] = mapped_column(String(16))
     attempts: Mapped[int] = mapped_column(Integer, default=0)
-    # set just before the message goes to Rasa: a later try reads Rasa's tracker before asking again
-    rasa_asked_at: Mapped[datetime | None] = mapped_column(TS)
+    # when the message was first taken for handling, before any call to Rasa: a later take reads Rasa's
+    # tracker before asking again (bot/conversation/rasa_turn.py)
+    taken_at: Mapped[datetime | None] = mapped_column(TS)
     created_at: Mapped[datetime] = mapped_column(TS, default=utcnow)
     processed_at: Mapped[datetime | None] = mapped_column(TS)
 

@@ -1,4 +1,4 @@
-"""core: the Rasa attempt is marked before the call; outbox claims name their process
+"""core: a message is marked when first taken (before any Rasa call); outbox claims name their process
 
 Revision ID: 0004
 Revises: 0003
@@ -18,7 +18,7 @@ depends_on = None
 
 def upgrade() -> None:
     with op.batch_alter_table('inbound_messages', schema=None) as batch_op:
-        batch_op.add_column(sa.Column('rasa_asked_at', sa.DateTime(timezone=True), nullable=True))
+        batch_op.add_column(sa.Column('taken_at', sa.DateTime(timezone=True), nullable=True))
     with op.batch_alter_table('outbox', schema=None) as batch_op:
         batch_op.add_column(sa.Column('claimed_by', sa.String(length=32), nullable=True))
 
@@ -27,4 +27,4 @@ def downgrade() -> None:
     with op.batch_alter_table('outbox', schema=None) as batch_op:
         batch_op.drop_column('claimed_by')
     with op.batch_alter_table('inbound_messages', schema=None) as batch_op:
-        batch_op.drop_column('rasa_asked_at')
+        batch_op.drop_column('taken_at')
