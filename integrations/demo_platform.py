@@ -1,4 +1,4 @@
-"""A demo learning platform speaking the same contract as the real one (DESIGN.md).
+"""A demo learning platform speaking the same contract as the real one (docs/platform-api.yaml).
 
 It is the embedded default when `PLATFORM_API_URL` is unset: the gateway mounts
 `demo_app()` at `/demo-platform` and the platform client reaches it over real

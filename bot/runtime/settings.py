@@ -1,6 +1,6 @@
 """Every operator-visible knob of Sanad, typed and documented (pydantic-settings).
 
-Names are the environment variables of DESIGN.md and the README; a `.env` file in the
+Names are the environment variables of the README; a `.env` file in the
 working directory is read too, and the real environment wins over it. An empty value
 means "unset" (the default applies). Variables whose names carry a kind and a language
 (`WHATSAPP_TEMPLATE_<KIND>_<LANG>`, `TELEGRAM_MENTOR_GROUP_ID_<LANG>`) are gathered by a

@@ -14,8 +14,6 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import event
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase
 
@@ -83,10 +81,6 @@ class Database:
     @property
     def is_sqlite(self) -> bool:
         return self.url.startswith("sqlite")
-
-    def insert(self, table: Any) -> Any:
-        """The dialect's INSERT, which has `on_conflict_do_nothing/update` on both databases."""
-        return sqlite_insert(table) if self.is_sqlite else pg_insert(table)
 
     @asynccontextmanager
     async def session(self) -> AsyncIterator[AsyncSession]:

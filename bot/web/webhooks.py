@@ -1,6 +1,6 @@
 """HTTP entry points of the channels: verify first, parse, persist, then answer.
 
-Status codes (CONVENTIONS.md): unverified -> 401/403, unparseable -> 400, understood
+Status codes (docs/architecture.md, "A message's path"): unverified -> 401/403, unparseable -> 400, understood
 but not needed -> 200 with a reason, persisted -> 200, our own failure -> 5xx so the
 provider retries. A payload that can never succeed never gets a 5xx.
 """

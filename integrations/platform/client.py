@@ -1,4 +1,4 @@
-"""Async client of the learning platform API (contract: DESIGN.md, docs/platform-api.yaml).
+"""Async client of the learning platform API (contract: docs/platform-api.yaml).
 
 Every call goes through the same path: circuit breaker -> short cache (learner
 data only) -> GET with bearer token, connect/read timeouts and bounded retries

@@ -1,4 +1,4 @@
-"""Typed results of the platform API (contract in DESIGN.md and docs/platform-api.yaml).
+"""Typed results of the platform API (contract in docs/platform-api.yaml).
 
 Unknown extra fields are accepted so the platform can grow; a missing or
 malformed contract field is a validation error that the client turns into
