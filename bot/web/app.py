@@ -37,7 +37,11 @@ COMMAND_MODULES = (
     "bot.reminders.optout",
 )
 # modules with `routes() -> list[BaseRoute]`
-ROUTE_MODULES = ("bot.learners.linking", "bot.reminders.admin", "bot.web.console.routes")
+ROUTE_MODULES = (
+    "bot.learners.linking", "bot.reminders.admin", "bot.web.console.routes",
+    # programme staff: analytics API and pages, review inbox, broadcasts page
+    "bot.analytics.api", "bot.web.console.analytics", "bot.web.console.review", "bot.web.console.broadcasts",
+)
 
 
 def _import(name: str) -> Any:

@@ -15,6 +15,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from bot.analytics.understanding import record_from_nlg
 from bot.i18n.catalogue import Catalogue, normalise_language
 
 log = logging.getLogger(__name__)
@@ -63,7 +64,11 @@ async def nlg_endpoint(request: Request) -> Response:
         return JSONResponse({"error": "bad request"}, status_code=400)
     if not isinstance(body, dict):
         return JSONResponse({"error": "bad request"}, status_code=400)
-    return JSONResponse(render_nlg(request.app.state.services.catalogue, body))
+    services = request.app.state.services
+    answer = render_nlg(services.catalogue, body)
+    # what the learner's message was understood as, for the analytics and the review inbox
+    await record_from_nlg(services, body)
+    return JSONResponse(answer)
 
 
 def routes() -> list[BaseRoute]:
