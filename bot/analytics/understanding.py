@@ -147,7 +147,10 @@ async def record_understanding(services: Services, items: list[Understanding]) -
                     )
                     .join(Contact, Contact.id == InboundMessage.contact_id)
                     .where(InboundMessage.id == item.inbound_id, InboundMessage.kind == "text",
-                           sa.not_(func.coalesce(InboundMessage.text, "").startswith("/")))
+                           sa.not_(func.coalesce(InboundMessage.text, "").startswith("/")),
+                           # judged on what is stored: the first intent of the message wins
+                           sa.or_(InboundMessage.fallback.is_(True),
+                                  InboundMessage.intent_confidence < LOW_CONFIDENCE))
                 )
                 await session.execute(
                     insert(ReviewItem)
