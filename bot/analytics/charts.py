@@ -8,6 +8,7 @@ in the viewer's language; numbers go through Babel.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from datetime import date, timedelta
 from typing import Any
@@ -165,6 +166,10 @@ RENDERERS: dict[str, Callable[[Report, str], str]] = {
 }
 
 
+# pygal always writes its configuration as a <script> for its (unused) tooltips: dropped
+_SCRIPT = re.compile(r"<script\b[^>]*>.*?</script>", re.S)
+
+
 def render(name: str, report: Report, lang: str) -> str:
-    """The SVG document of one chart (KeyError for an unknown name)."""
-    return RENDERERS[name](report, lang)
+    """The SVG document of one chart, without script (KeyError for an unknown name)."""
+    return _SCRIPT.sub("", RENDERERS[name](report, lang))

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import func, select
 
 from bot.analytics.effect import Effect, estimate
-from bot.analytics.rollup import COUNT_FIELDS, DayCounts, aggregate_day, day_bounds
+from bot.analytics.rollup import COUNT_FIELDS, DayCounts, aggregate, day_bounds
 from bot.runtime.settings import LANGUAGES
 from bot.storage.db import utcnow
 from bot.storage.models import AnalyticsDay, AnalyticsRollup, ReminderAssignment
@@ -179,13 +179,13 @@ async def build_report(services: Services, start: date, end: date, language: str
     per_day_language: dict[tuple[date, str], DayCounts] = {
         (date.fromisoformat(row.day), row.language): DayCounts.from_row(row) for row in stored
     }
-    day = start
-    while day <= last:
-        if day.isoformat() not in rolled:
-            for lang, counts in (await aggregate_day(services, day, now)).items():
-                if language is None or lang == language:
-                    per_day_language[(day, lang)] = counts
-        day += timedelta(days=1)
+    missing = [start + timedelta(days=i) for i in range((last - start).days + 1)
+               if (start + timedelta(days=i)).isoformat() not in rolled]
+    if missing:
+        # today, and any day the worker has not rolled up yet: from the raw tables, in one pass
+        for (day, lang), counts in (await aggregate(services, missing[0], missing[-1], now)).items():
+            if day.isoformat() not in rolled and (language is None or lang == language):
+                per_day_language[(day, lang)] = counts
     days: dict[date, DayCounts] = defaultdict(DayCounts)
     by_language: dict[str, DayCounts] = defaultdict(DayCounts)
     for (d, lang), counts in per_day_language.items():

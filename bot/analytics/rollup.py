@@ -27,7 +27,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from itertools import groupby
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import case, delete, func, or_, select
+from sqlalchemy import delete, func, or_, select
 
 from bot.i18n.catalogue import normalise_language
 from bot.storage.db import as_utc, utcnow
@@ -113,24 +113,32 @@ def _seconds(later: datetime, earlier: datetime) -> int:
     return max(0, round((as_utc(later) - as_utc(earlier)).total_seconds()))
 
 
-async def _messages(session: AsyncSession, counts: dict[str, DayCounts], start: datetime, end: datetime) -> None:
+Buckets = dict[tuple[date, str], DayCounts]
+
+
+def _bucket(buckets: Buckets, moment: datetime, language: str | None) -> DayCounts:
+    key = (as_utc(moment).date(), normalise_language(language))
+    if key not in buckets:
+        buckets[key] = DayCounts()
+    return buckets[key]
+
+
+async def _messages(session: AsyncSession, buckets: Buckets, start: datetime, end: datetime) -> None:
     language = func.coalesce(InboundMessage.language, Contact.language, "en")
-    fallbacks = func.sum(case((InboundMessage.fallback.is_(True), 1), else_=0))
     rows = (await session.execute(
-        select(language, InboundMessage.intent, func.count(), fallbacks)
+        select(InboundMessage.created_at, language, InboundMessage.intent, InboundMessage.fallback)
         .join(Contact, Contact.id == InboundMessage.contact_id)
         .where(InboundMessage.created_at >= start, InboundMessage.created_at < end)
-        .group_by(language, InboundMessage.intent)
     )).all()
-    for lang, intent, n, fallback in rows:
-        day = counts[normalise_language(lang)]
-        day.inbound += int(n)
-        day.fallback += int(fallback or 0)
+    for created, lang, intent, fallback in rows:
+        day = _bucket(buckets, created, lang)
+        day.inbound += 1
+        day.fallback += int(fallback is True)
         if intent:
-            day.intents[intent] = day.intents.get(intent, 0) + int(n)
+            day.intents[intent] = day.intents.get(intent, 0) + 1
 
 
-async def _conversations(session: AsyncSession, counts: dict[str, DayCounts], start: datetime, end: datetime) -> None:
+async def _conversations(session: AsyncSession, buckets: Buckets, start: datetime, end: datetime) -> None:
     language = func.coalesce(InboundMessage.language, Contact.language, "en")
     messages = (await session.execute(
         select(InboundMessage.contact_id, InboundMessage.created_at, language)
@@ -156,13 +164,13 @@ async def _conversations(session: AsyncSession, counts: dict[str, DayCounts], st
         for first, last, lang in spans:
             if not start <= first < end:
                 continue
-            day = counts[normalise_language(lang)]
+            day = _bucket(buckets, first, lang)
             day.conversations += 1
             if any(first <= h <= last + CONVERSATION_GAP for h in handoffs.get(contact_id, ())):
                 day.handed_off += 1
 
 
-async def _handoffs(session: AsyncSession, counts: dict[str, DayCounts], start: datetime, end: datetime,
+async def _handoffs(session: AsyncSession, buckets: Buckets, start: datetime, end: datetime,
                     sla_s: float, now: datetime) -> None:
     first_reply = (
         select(func.min(Outbox.created_at))
@@ -177,7 +185,7 @@ async def _handoffs(session: AsyncSession, counts: dict[str, DayCounts], start: 
         .where(Handoff.created_at >= start, Handoff.created_at < end)
     )).all()
     for lang, urgent, created, resolved, satisfaction, replied in rows:
-        day = counts[normalise_language(lang)]
+        day = _bucket(buckets, created, lang)
         day.handoffs += 1
         day.urgent += int(bool(urgent))
         if replied is not None:
@@ -193,46 +201,47 @@ async def _handoffs(session: AsyncSession, counts: dict[str, DayCounts], start: 
             day.satisfaction[str(satisfaction)] = day.satisfaction.get(str(satisfaction), 0) + 1
 
 
-async def _reminders(session: AsyncSession, counts: dict[str, DayCounts], start: datetime, end: datetime) -> None:
+async def _reminders(session: AsyncSession, buckets: Buckets, start: datetime, end: datetime) -> None:
     rows = (await session.execute(
-        select(Contact.language, Reminder.status, Outbox.status, Outbox.delivery_status, func.count())
+        select(Reminder.send_at, Contact.language, Reminder.status, Outbox.status, Outbox.delivery_status)
         .join(Contact, Contact.id == Reminder.contact_id)
         .outerjoin(Outbox, Outbox.id == Reminder.outbox_id)
-        .where(Reminder.send_at >= start, Reminder.send_at < end)
-        .group_by(Contact.language, Reminder.status, Outbox.status, Outbox.delivery_status)
+        .where(Reminder.send_at >= start, Reminder.send_at < end, Reminder.status != "cancelled")
     )).all()
-    for lang, status, sent_status, delivery, n in rows:
-        day = counts[normalise_language(lang)]
-        n = int(n)
-        if status == "cancelled":
-            continue
-        day.reminders_planned += n
+    for send_at, lang, _status, sent_status, delivery in rows:
+        day = _bucket(buckets, send_at, lang)
+        day.reminders_planned += 1
         if sent_status == "sent":
-            day.reminders_sent += n
-            day.reminders_delivered += n if delivery in ("delivered", "read") else 0
-            day.reminders_read += n if delivery == "read" else 0
+            day.reminders_sent += 1
+            day.reminders_delivered += int(delivery in ("delivered", "read"))
+            day.reminders_read += int(delivery == "read")
         if sent_status == "failed" or delivery in ("failed", "undelivered"):
-            day.reminders_failed += n
-    for lang, n in (await session.execute(
-        select(ReminderAssignment.language, func.count())
+            day.reminders_failed += 1
+    for due_at, lang in (await session.execute(
+        select(ReminderAssignment.due_at, ReminderAssignment.language)
         .where(ReminderAssignment.arm == "held_out", ReminderAssignment.due_at >= start,
                ReminderAssignment.due_at < end)
-        .group_by(ReminderAssignment.language)
     )).all():
-        counts[normalise_language(lang)].reminders_held_out += int(n)
+        _bucket(buckets, due_at, lang).reminders_held_out += 1
+
+
+async def aggregate(services: Services, first: date, last: date, now: datetime | None = None) -> Buckets:
+    """Counts by (day, language) of the days `first`..`last` (inclusive), from the raw tables, in one pass."""
+    now = now or utcnow()
+    start, _ = day_bounds(first)
+    _, end = day_bounds(last)
+    buckets: Buckets = {}
+    async with services.db.session() as session:
+        await _messages(session, buckets, start, end)
+        await _conversations(session, buckets, start, end)
+        await _handoffs(session, buckets, start, end, services.settings.handoff_sla_s, now)
+        await _reminders(session, buckets, start, end)
+    return buckets
 
 
 async def aggregate_day(services: Services, day: date, now: datetime | None = None) -> dict[str, DayCounts]:
-    """The day's counts by language, from the raw tables."""
-    now = now or utcnow()
-    start, end = day_bounds(day)
-    counts: dict[str, DayCounts] = defaultdict(DayCounts)
-    async with services.db.session() as session:
-        await _messages(session, counts, start, end)
-        await _conversations(session, counts, start, end)
-        await _handoffs(session, counts, start, end, services.settings.handoff_sla_s, now)
-        await _reminders(session, counts, start, end)
-    return dict(counts)
+    """One day's counts by language, from the raw tables."""
+    return {lang: counts for (_, lang), counts in (await aggregate(services, day, day, now)).items()}
 
 
 async def store_day(services: Services, day: date, counts: dict[str, DayCounts]) -> None:
