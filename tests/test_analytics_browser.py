@@ -80,7 +80,7 @@ async def seed_month(services: Services) -> None:
                     contact_id=contact.id, channel="telegram", dedup_key=f"seed:{day}:{n}", text="…",
                     status="done", created_at=base + timedelta(minutes=rng.randint(0, 1400)), intent=intent,
                     intent_confidence=rng.uniform(0.3, 1.0), fallback=intent in ("nlu_fallback", "out_of_scope")))
-            for n in range(rng.randint(1, 4)):
+            for _ in range(rng.randint(1, 4)):
                 contact = rng.choice(contacts)
                 created = base + timedelta(minutes=rng.randint(0, 1300))
                 rows.append(Handoff(contact_id=contact.id, reason="request_human", language=contact.language or "en",

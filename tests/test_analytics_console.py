@@ -211,4 +211,32 @@ async def test_broadcast_page_counts_then_sends_and_cancels(gateway: Gateway,
     scheduled = await console.post("/console/broadcasts", data={**form, "send_at": "2030-01-02T09:30"})
     async with gateway.services.db.session() as s:
         later = await s.get(Broadcast, int(scheduled.headers["location"].rsplit("/", 1)[1]))
-        assert later is not None and later.send_at is not None and later.send_at.isoformat().startswith("2030-01-02T09:30")
+        assert later is not None and later.send_at is not None
+        assert later.send_at.isoformat().startswith("2030-01-02T09:30")
+
+
+RASA = Path(__file__).resolve().parents[1] / ".venv-rasa" / "bin" / "rasa"
+
+
+async def test_exported_examples_pass_rasa_data_validate(gateway: Gateway, tmp_path: Path) -> None:
+    """`rasa data validate` (no training) accepts the project's data with an export added to it."""
+    import shutil
+    import subprocess
+
+    if not RASA.is_file():
+        pytest.skip("the Rasa virtual environment is not installed")
+    nlu = Path(__file__).resolve().parents[1] / "nlu"
+    data_dir = tmp_path / "data"
+    shutil.copytree(nlu / "data", data_dir)
+    ids = [await doubtful(gateway, 9301, "Lina: deadline of [stats](course) essay?? id 4821", name="Lina"),
+           await doubtful(gateway, 9302, "متى موعد التسليم يا سند؟ رقمي ٠٥٩٩", "ar", name="ليلى")]
+    async with gateway.services.db.session() as s:
+        for inbound_id in ids:
+            item = (await s.execute(select(ReviewItem).where(ReviewItem.inbound_id == inbound_id))).scalar_one()
+            item.label = "ask_deadline"
+    report = await export_reviewed(gateway.services, data_dir, nlu / "tests")
+    assert report.written == {"en": 1, "ar": 1}
+    done = subprocess.run(
+        [str(RASA), "data", "validate", "--data", str(data_dir), "--domain", "domain.yml", "--config", "config.yml",
+         "--fail-on-warnings"], cwd=nlu, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]

@@ -1,8 +1,9 @@
 """Erasure (GDPR Art. 17): everything Sanad holds on a contact or a learner, in one step.
 
 Database rows (contact, messages both ways, hand-offs, mentor notes, reminders,
-link tokens, review-inbox items; the reminder experiment's pairs lose the learner's ids), Redis keys carrying the contact key or the learner id (cached
-platform data included) and the Rasa conversation in its SQL tracker store.
+link tokens, review-inbox items; the reminder experiment's pairs lose the learner's
+ids), Redis keys carrying the contact key or the learner id (cached platform data
+included) and the Rasa conversation in its SQL tracker store.
 What stays: an anonymous count per day (`erasure_stats`) and the audit entries
 (who did what), re-keyed to a fresh reference and stripped of anything that
 names the learner. Every step is idempotent: running it again finishes a

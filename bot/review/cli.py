@@ -33,7 +33,8 @@ def register_cli(subparsers: Any) -> None:
     """Add `sanad nlu export-reviewed`."""
     parser = subparsers.add_parser("nlu", help="the Rasa project's data")
     sub = parser.add_subparsers(dest="nlu_command", required=True)
-    export = sub.add_parser("export-reviewed", help="write labelled review-inbox messages to nlu/data/<lang>/reviewed.yml")
+    export = sub.add_parser("export-reviewed",
+                            help="write labelled review-inbox messages to nlu/data/<lang>/reviewed.yml")
     export.add_argument("--data-dir", default=str(NLU_DATA), help="the NLU data folder (default: nlu/data)")
     export.add_argument("--tests-dir", default=str(NLU_TESTS), help="test sets whose lines are never exported")
     parser.set_defaults(func=cmd_nlu)

@@ -39,7 +39,10 @@ async def _report(request: Request, ctx: Ctx) -> Report:
                                            utcnow().date())
     except RangeError:
         raise HTTPException(400, text("console_analytics_bad_range", ctx.lang)) from None
-    return await build_report(services_of(request), start, end, language)
+    services = services_of(request)
+    report: Report = await services.analytics_reports.get(
+        (start, end, language), lambda: build_report(services, start, end, language))
+    return report
 
 
 def _query(report: Report) -> str:
