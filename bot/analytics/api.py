@@ -36,13 +36,18 @@ async def analytics_json(request: Request) -> Response:
     return JSONResponse(report.as_json(), headers={"Cache-Control": "no-store"})
 
 
+def csv_response(report: Report) -> Response:
+    """The report's daily series as a CSV download (the API's and the console's)."""
+    name = f"sanad-analytics-{report.start.isoformat()}-{report.end.isoformat()}.csv"
+    return Response(report.csv(), media_type="text/csv; charset=utf-8",
+                    headers={"Content-Disposition": f'attachment; filename="{name}"', "Cache-Control": "no-store"})
+
+
 async def analytics_csv(request: Request) -> Response:
     report = await _report(request)
     if isinstance(report, Response):
         return report
-    name = f"sanad-analytics-{report.start.isoformat()}-{report.end.isoformat()}.csv"
-    return Response(report.csv(), media_type="text/csv; charset=utf-8",
-                    headers={"Content-Disposition": f'attachment; filename="{name}"', "Cache-Control": "no-store"})
+    return csv_response(report)
 
 
 def routes() -> list[BaseRoute]:

@@ -121,25 +121,12 @@ class OutcomeStats:
     anonymised: int = 0
 
 
-def _get(item: Any, name: str) -> Any:
-    return item.get(name) if isinstance(item, dict) else getattr(item, name, None)
-
-
-def _moment(value: Any) -> datetime | None:
-    if value is None or value == "":
-        return None
-    if isinstance(value, datetime):
-        return as_utc(value)
-    try:
-        return as_utc(datetime.fromisoformat(str(value).replace("Z", "+00:00")))
-    except ValueError:
-        return None
-
-
 async def check_outcomes(services: Services, source: Any, now: datetime | None = None) -> OutcomeStats:
     """Read whether the passed deadlines of the experiment were submitted on time, one day of deadlines
     at a time from the platform's feed; then clear the ids of old, checked pairs."""
-    from bot.reminders.planner import iter_deadlines
+    # the planner's readers of the feed (it imports this module, so not at the top)
+    from bot.reminders.planner import _as_datetime as _moment
+    from bot.reminders.planner import _get, iter_deadlines
 
     now = now or utcnow()
     stats = OutcomeStats()

@@ -14,6 +14,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from bot.analytics import charts
+from bot.analytics.api import csv_response
 from bot.analytics.effect import MIN_PER_ARM
 from bot.analytics.report import RangeError, Report, build_report, parse_range
 from bot.analytics.rollup import CONVERSATION_GAP
@@ -90,10 +91,7 @@ async def analytics_csv(request: Request) -> Response:
         ctx = await require_lead(request)
     except LoginRequired:
         return login_redirect()
-    report = await _report(request, ctx)
-    name = f"sanad-analytics-{report.start.isoformat()}-{report.end.isoformat()}.csv"
-    return Response(report.csv(), media_type="text/csv; charset=utf-8",
-                    headers={"Content-Disposition": f'attachment; filename="{name}"', "Cache-Control": "no-store"})
+    return csv_response(await _report(request, ctx))
 
 
 def routes() -> list[BaseRoute]:
