@@ -23,6 +23,7 @@ from bot.storage.db import utcnow
 from bot.storage.models import Contact, Handoff, InboundMessage, Outbox, Reminder, ReminderAssignment
 from tests.conftest import Gateway
 from tests.doubles import free_port
+from tests.test_analytics_console import doubtful
 from tests.test_console_web import PASSWORD
 
 ARTIFACTS = Path(__file__).parent / "artifacts"
@@ -115,6 +116,8 @@ async def test_analytics_page_and_live_broadcast_progress_in_chromium(gateway: G
     async with gateway.services.db.session() as s:
         await add_mentor(s, "lead@example.org", PASSWORD, "en", "lead", display_name="Noor")
     await seed_month(gateway.services)
+    await doubtful(gateway, 8501, "wen is the exam for stats 101??")
+    await doubtful(gateway, 8502, "متى الامتحان؟", "ar")
     ARTIFACTS.mkdir(exist_ok=True)
     today = utcnow().date()
     violations: list[str] = []
@@ -148,6 +151,16 @@ async def test_analytics_page_and_live_broadcast_progress_in_chromium(gateway: G
             assert await page.locator("section.charts img").count() == 8
             assert "—" not in await page.locator(".figure.effect .big").inner_text()  # enough data for the effect
             await page.screenshot(path=str(ARTIFACTS / "analytics.png"), full_page=True)
+
+            # the review inbox and the broadcast form (screenshots for a look; not committed)
+            await page.goto(f"{served}/console/review")
+            await page.screenshot(path=str(ARTIFACTS / "review.png"), full_page=True)
+            await page.goto(f"{served}/console/broadcasts")
+            await page.fill("textarea[name=text_ar]", "تبدأ الامتحانات يوم الاثنين")
+            await page.fill("textarea[name=text_en]", "Exams start Monday")
+            await page.click("button.count-button")
+            await expect(page.locator(".preview .recipients")).to_contain_text("24")
+            await page.screenshot(path=str(ARTIFACTS / "broadcasts.png"), full_page=True)
 
             # a broadcast's page follows its progress without a reload
             broadcast = await create_broadcast(gateway.services, texts={"en": "Exams start Monday"},
