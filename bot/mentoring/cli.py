@@ -1,4 +1,5 @@
-"""`sanad mentor add EMAIL --languages ar,en --role mentor|lead [--password P | stdin | prompt]`."""
+"""`sanad mentor add EMAIL --languages ar,en --role mentor|lead [--password P | stdin | prompt]`,
+`sanad mentor deactivate EMAIL` and `sanad mentor logout EMAIL` (end every console session)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import getpass
 import sys
 from typing import Any
 
-from bot.mentoring.accounts import AccountError, add_mentor
+from bot.mentoring.accounts import AccountError, add_mentor, deactivate_mentor, log_out_everywhere
 from bot.runtime.settings import Settings
 from bot.storage.db import Database
 
@@ -24,6 +25,12 @@ def register_cli(subparsers: Any) -> None:
     add.add_argument("--name", default=None, help="name the learner sees")
     add.add_argument("--password", default=None, help="omit to be prompted (or pipe it on stdin)")
     add.set_defaults(func=_run_add)
+    deactivate = actions.add_parser("deactivate", help="close a mentor's account and end their console sessions")
+    deactivate.add_argument("email")
+    deactivate.set_defaults(func=_run_deactivate)
+    logout = actions.add_parser("logout", help="end every console session of a mentor (log out everywhere)")
+    logout.add_argument("email")
+    logout.set_defaults(func=_run_logout)
 
 
 def _read_password(args: argparse.Namespace) -> str:
@@ -53,6 +60,44 @@ def _run_add(args: argparse.Namespace) -> int:
     try:
         password = _read_password(args)
         print(asyncio.run(_add(Settings.from_env(), args, password)))
+    except AccountError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+async def _deactivate(settings: Settings, email: str) -> str:
+    db = Database(settings.database_url)
+    try:
+        async with db.session() as session:
+            mentor = await deactivate_mentor(session, email)
+            return f"mentor {mentor.id} {mentor.email} deactivated; console sessions ended"
+    finally:
+        await db.dispose()
+
+
+async def _logout(settings: Settings, email: str) -> str:
+    db = Database(settings.database_url)
+    try:
+        async with db.session() as session:
+            ended = await log_out_everywhere(session, email)
+            return f"{ended} console session(s) ended"
+    finally:
+        await db.dispose()
+
+
+def _run_deactivate(args: argparse.Namespace) -> int:
+    try:
+        print(asyncio.run(_deactivate(Settings.from_env(), args.email)))
+    except AccountError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _run_logout(args: argparse.Namespace) -> int:
+    try:
+        print(asyncio.run(_logout(Settings.from_env(), args.email)))
     except AccountError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
