@@ -95,11 +95,16 @@ async def add_mentor(
     return mentor
 
 
-async def deactivate_mentor(session: AsyncSession, email: str) -> Mentor:
-    """Close a mentor's account: no login, and every open console session ends now."""
+async def _existing(session: AsyncSession, email: str) -> Mentor:
     mentor = await find_by_email(session, email)
     if mentor is None:
         raise AccountError(f"no mentor with the e-mail {email.strip().lower()}")
+    return mentor
+
+
+async def deactivate_mentor(session: AsyncSession, email: str) -> Mentor:
+    """Close a mentor's account: no login, and every open console session ends now."""
+    mentor = await _existing(session, email)
     mentor.active = False
     mentor.on_duty = False
     await revoke_all_sessions(session, mentor.id)
@@ -109,10 +114,7 @@ async def deactivate_mentor(session: AsyncSession, email: str) -> Mentor:
 
 async def log_out_everywhere(session: AsyncSession, email: str) -> int:
     """End every console session of a mentor (a lost phone); returns how many were open."""
-    mentor = await find_by_email(session, email)
-    if mentor is None:
-        raise AccountError(f"no mentor with the e-mail {email.strip().lower()}")
-    return await revoke_all_sessions(session, mentor.id)
+    return await revoke_all_sessions(session, (await _existing(session, email)).id)
 
 
 async def revoke_all_sessions(session: AsyncSession, mentor_id: int) -> int:

@@ -5,11 +5,13 @@ hand-off state machine (`bot/mentoring/`) decides the rest and audits it."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 from urllib.parse import quote
 
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.datastructures import FormData
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -35,6 +37,8 @@ from bot.web.console.i18n import text
 
 if TYPE_CHECKING:
     from bot.runtime.services import Services
+
+T = TypeVar("T")
 
 
 def _error_redirect(handoff_id: int, exc: Exception) -> RedirectResponse:
@@ -65,6 +69,15 @@ async def _conversation_action(request: Request) -> _ConversationAction | Respon
     return _ConversationAction(ctx, form, svc, handoff_id, handoff)
 
 
+async def _on_handoff(action: _ConversationAction, work: Callable[[AsyncSession, Handoff], Awaitable[T]]) -> T:
+    """Run `work` on the hand-off, re-read in a transaction of its own (404 when it is gone meanwhile)."""
+    async with action.svc.db.session() as session:
+        handoff = await session.get(Handoff, action.handoff_id)
+        if handoff is None:
+            raise HTTPException(404, text("console_error_no_conversation", action.ctx.lang))
+        return await work(session, handoff)
+
+
 async def claim_action(request: Request) -> Response:
     action = await _conversation_action(request)
     if isinstance(action, Response):
@@ -89,12 +102,10 @@ async def reply_action(request: Request) -> Response:
     if isinstance(action, Response):
         return action
     ctx, svc, handoff_id = action.ctx, action.svc, action.handoff_id
+    reply = str(action.form.get("text") or "")
     try:
-        async with svc.db.session() as session:
-            handoff = await session.get(Handoff, handoff_id)
-            if handoff is None:
-                raise HTTPException(404, text("console_error_no_conversation", ctx.lang))
-            outcome = await send_mentor_reply(svc, session, handoff, ctx.mentor, str(action.form.get("text") or ""))
+        outcome = await _on_handoff(action, lambda session, handoff: send_mentor_reply(
+            svc, session, handoff, ctx.mentor, reply))
     except HandoffError as exc:
         return _error_redirect(handoff_id, exc)
     await deliver(svc, [outcome.outbox_id])
@@ -106,12 +117,9 @@ async def note_action(request: Request) -> Response:
     if isinstance(action, Response):
         return action
     ctx, svc, handoff_id = action.ctx, action.svc, action.handoff_id
+    note = str(action.form.get("text") or "")
     try:
-        async with svc.db.session() as session:
-            handoff = await session.get(Handoff, handoff_id)
-            if handoff is None:
-                raise HTTPException(404, text("console_error_no_conversation", ctx.lang))
-            await add_note(svc, session, handoff, ctx.mentor, str(action.form.get("text") or ""))
+        await _on_handoff(action, lambda session, handoff: add_note(svc, session, handoff, ctx.mentor, note))
     except HandoffError as exc:
         return _error_redirect(handoff_id, exc)
     return go(f"/console/h/{handoff_id}", "noted")
@@ -152,11 +160,7 @@ async def transfer_action(request: Request) -> Response:
     if to_id is not None and not 0 < to_id < 2**63:
         return _error_redirect(handoff_id, HandoffError("choose a mentor", "choose_mentor"))
     try:
-        async with svc.db.session() as session:
-            handoff = await session.get(Handoff, handoff_id)
-            if handoff is None:
-                raise HTTPException(404, text("console_error_no_conversation", ctx.lang))
-            await transfer(svc, session, handoff, ctx.mentor, to_id)
+        await _on_handoff(action, lambda session, handoff: transfer(svc, session, handoff, ctx.mentor, to_id))
     except HandoffError as exc:
         return _error_redirect(handoff_id, exc)
     return go("/console", "transferred")

@@ -27,6 +27,7 @@ from bot.web.console.auth import (
     write_cookie,
 )
 from bot.web.console.common import (
+    Ctx,
     LoginRequired,
     checked_form,
     go,
@@ -84,14 +85,22 @@ async def login_submit(request: Request) -> Response:
     return response
 
 
-async def logout(request: Request) -> Response:
-    """End this session on the server, then forget the cookie."""
-    svc = services_of(request)
+async def _signed_in_post(request: Request) -> Ctx | Response:
+    """The mentor of a CSRF-checked form post, or the redirect to the login page."""
     try:
         ctx = await require_mentor(request)
     except LoginRequired:
         return login_redirect()
     await checked_form(request, ctx)
+    return ctx
+
+
+async def logout(request: Request) -> Response:
+    """End this session on the server, then forget the cookie."""
+    ctx = await _signed_in_post(request)
+    if isinstance(ctx, Response):
+        return ctx
+    svc = services_of(request)
     await revoke_session(svc, ctx.cookie)
     response = login_redirect()
     clear_cookie(response, svc.settings)
@@ -100,12 +109,10 @@ async def logout(request: Request) -> Response:
 
 async def logout_everywhere(request: Request) -> Response:
     """End every session of this mentor (a lost phone, a shared computer), this one included."""
+    ctx = await _signed_in_post(request)
+    if isinstance(ctx, Response):
+        return ctx
     svc = services_of(request)
-    try:
-        ctx = await require_mentor(request)
-    except LoginRequired:
-        return login_redirect()
-    await checked_form(request, ctx)
     async with svc.db.session() as session:
         ended = await revoke_all_sessions(session, ctx.mentor.id)
         audit(session, svc.settings, actor=mentor_actor(ctx.mentor.id), action="console.logout_everywhere",

@@ -1,8 +1,9 @@
 """Every route of the mentor console (`/console…`), collected from the modules that serve them.
 
 A console page lives in a module of its own with `routes() -> list[BaseRoute]` (paths start with
-`/console`); adding one to `CONSOLE_ROUTE_MODULES` mounts it, behind the same session, CSRF and
-security headers (`bot/web/console/headers.py`) as the rest.
+`/console`); adding one to `CONSOLE_ROUTE_MODULES` mounts it, behind the same sessions, CSRF checks
+and security headers (`bot/web/headers.py`) as the rest. What such a module needs (the signed-in
+mentor, checked forms, rendering) is in `bot/web/console/common.py`, and importable from here too.
 """
 
 from __future__ import annotations
@@ -12,7 +13,26 @@ import importlib
 from starlette.routing import BaseRoute, Mount
 from starlette.staticfiles import StaticFiles
 
-from bot.web.console.common import HERE
+from bot.web.console.common import (
+    HERE,
+    Ctx,
+    LoginRequired,
+    checked_form,
+    error_text,
+    go,
+    login_redirect,
+    notice_text,
+    path_id,
+    render,
+    require_mentor,
+    services_of,
+    text_dir,
+)
+
+__all__ = [
+    "CONSOLE_ROUTE_MODULES", "Ctx", "LoginRequired", "checked_form", "error_text", "go", "login_redirect",
+    "notice_text", "path_id", "render", "require_mentor", "routes", "services_of", "text_dir",
+]
 
 CONSOLE_ROUTE_MODULES: tuple[str, ...] = (
     "bot.web.console.login",
