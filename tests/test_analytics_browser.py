@@ -1,6 +1,6 @@
-"""The staff pages in headless Chromium under a strict Content-Security-Policy (no inline script or
-style in the page): the analytics page with its charts (screenshot in tests/artifacts/analytics.png)
-and a broadcast's progress updating live through the page's static script."""
+"""The staff pages in headless Chromium under the console's Content-Security-Policy (bot/web/headers.py:
+no inline script or style): the analytics page with its charts (screenshot in
+tests/artifacts/analytics.png) and a broadcast's progress updating live through a static script."""
 
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ from typing import Any
 
 import pytest
 import uvicorn
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bot.mentoring.accounts import add_mentor
 from bot.reminders.broadcasts import create_broadcast, expand_due_broadcasts
@@ -27,30 +26,14 @@ from tests.test_analytics_console import doubtful
 from tests.test_console_web import PASSWORD
 
 ARTIFACTS = Path(__file__).parent / "artifacts"
-CSP = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; object-src 'none'"
 INTENTS = ("ask_deadline", "ask_enrolment_status", "greet", "ask_recognition", "report_technical_problem",
            "thank", "ask_certificate", "nlu_fallback", "out_of_scope", "request_human")
-
-
-class StrictCsp:
-    """Adds the strictest policy the console is meant to live under to every response."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        async def with_csp(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", []), (b"content-security-policy", CSP.encode())]
-            await send(message)
-
-        await self.app(scope, receive, with_csp)
 
 
 @pytest.fixture
 async def served(gateway: Gateway) -> AsyncIterator[str]:
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(StrictCsp(gateway.app), host="127.0.0.1", port=port,
+    server = uvicorn.Server(uvicorn.Config(gateway.app, host="127.0.0.1", port=port,
                                            log_level="warning", lifespan="off", timeout_graceful_shutdown=1))
     task = asyncio.create_task(server.serve())
     while not server.started:
@@ -129,7 +112,8 @@ async def test_analytics_page_and_live_broadcast_progress_in_chromium(gateway: G
         try:
             page = await browser.new_page(viewport={"width": 1280, "height": 900})
             page.on("console", lambda m: violations.append(m.text) if "Content Security Policy" in m.text else None)
-            await page.goto(served + "/console/login")
+            login = await page.goto(served + "/console/login")
+            assert login is not None and "style-src 'self'" in (await login.all_headers())["content-security-policy"]
             await page.fill("input[name=email]", "lead@example.org")
             await page.fill("input[name=password]", PASSWORD)
             await page.click("button[type=submit]")

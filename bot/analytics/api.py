@@ -11,13 +11,13 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from bot.analytics.report import RangeError, Report, build_report, parse_range
-from bot.reminders.admin import _unauthorised as admin_refusal  # the admin API's one bearer check
 from bot.runtime.services import Services
+from bot.security.bearer import require_admin
 from bot.storage.db import utcnow
 
 
 async def _report(request: Request) -> Report | Response:
-    if (denied := admin_refusal(request)) is not None:
+    if (denied := require_admin(request)) is not None:
         return denied
     services: Services = request.app.state.services
     params = request.query_params

@@ -21,8 +21,8 @@ from bot.analytics.rollup import CONVERSATION_GAP
 from bot.analytics.understanding import LOW_CONFIDENCE
 from bot.runtime.settings import LANGUAGES
 from bot.storage.db import utcnow
+from bot.web.console.common import Ctx, LoginRequired, login_redirect, render, require_mentor, services_of
 from bot.web.console.i18n import text
-from bot.web.console.routes import Ctx, LoginRequired, login_redirect, render, require_mentor, services_of
 
 
 async def require_lead(request: Request) -> Ctx:

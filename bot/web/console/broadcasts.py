@@ -30,8 +30,8 @@ from bot.reminders.broadcasts import (
 )
 from bot.runtime.settings import LANGUAGES
 from bot.web.console.analytics import require_lead
+from bot.web.console.common import Ctx, LoginRequired, checked_form, login_redirect, path_id, render, services_of
 from bot.web.console.i18n import text
-from bot.web.console.routes import Ctx, LoginRequired, checked_form, login_redirect, render, services_of
 
 CHANNELS = ("telegram", "whatsapp", "web")
 LINKED = ("yes", "any", "no")
@@ -127,7 +127,7 @@ async def create_action(request: Request) -> Response:
 
 
 async def _found(request: Request, ctx: Ctx) -> dict[str, Any]:
-    found = await progress(services_of(request), int(request.path_params["broadcast_id"]))
+    found = await progress(services_of(request), path_id(request, "broadcast_id", ctx.lang))
     if found is None:
         raise HTTPException(404, text("console_broadcasts_error_none", ctx.lang))
     return found
@@ -156,7 +156,7 @@ async def cancel_action(request: Request) -> Response:
         return login_redirect()
     await checked_form(request, ctx)
     svc = services_of(request)
-    broadcast_id = int(request.path_params["broadcast_id"])
+    broadcast_id = path_id(request, "broadcast_id", ctx.lang)
     if await cancel_broadcast(svc, broadcast_id) is None:
         raise HTTPException(404, text("console_broadcasts_error_none", ctx.lang))
     async with svc.db.session() as session:

@@ -11,8 +11,16 @@ from starlette.routing import BaseRoute, Route
 from bot.mentoring.audit import audit, mentor_actor
 from bot.review.inbox import NOT_AN_INTENT, ReviewError, domain_intents, exportable_count, label_item, list_items
 from bot.review.inbox import waiting_count as review_waiting_count
+from bot.web.console.common import (
+    LoginRequired,
+    checked_form,
+    login_redirect,
+    path_id,
+    render,
+    require_mentor,
+    services_of,
+)
 from bot.web.console.i18n import text
-from bot.web.console.routes import LoginRequired, checked_form, login_redirect, render, require_mentor, services_of
 
 NOTICES = {"labelled": "console_review_notice_labelled"}
 
@@ -44,7 +52,7 @@ async def label_action(request: Request) -> Response:
         return login_redirect()
     form = await checked_form(request, ctx)
     svc = services_of(request)
-    item_id = int(request.path_params["item_id"])
+    item_id = path_id(request, "item_id", ctx.lang)
     back = "/console/review" + ("?show=labelled&" if form.get("show") == "labelled" else "?")
     try:
         await label_item(svc, ctx.mentor, item_id, str(form.get("label") or ""))

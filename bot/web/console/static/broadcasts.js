@@ -8,7 +8,7 @@
   var statusEl = box.querySelector('[data-field="status"]');
   var labels = {};
   try { labels = JSON.parse(statusEl.getAttribute("data-labels") || "{}"); } catch (e) { labels = {}; }
-  var finished = { done: true, cancelled: true };
+  var finished = { done: true, cancelled: true, failed: true };
   function show(data) {
     Object.keys(data).forEach(function (name) {
       var el = box.querySelector('[data-field="' + name + '"]');
