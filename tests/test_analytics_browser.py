@@ -6,13 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-import uvicorn
 
 from bot.mentoring.accounts import add_mentor
 from bot.reminders.broadcasts import create_broadcast, expand_due_broadcasts
@@ -21,28 +19,13 @@ from bot.runtime.settings import LANGUAGES
 from bot.storage.db import utcnow
 from bot.storage.models import Contact, Handoff, InboundMessage, Outbox, Reminder, ReminderAssignment
 from tests.conftest import Gateway
-from tests.doubles import free_port
 from tests.test_analytics_console import doubtful
+from tests.test_console_live import served  # noqa: F401  (the gateway on a real socket)
 from tests.test_console_web import PASSWORD
 
 ARTIFACTS = Path(__file__).parent / "artifacts"
 INTENTS = ("ask_deadline", "ask_enrolment_status", "greet", "ask_recognition", "report_technical_problem",
            "thank", "ask_certificate", "nlu_fallback", "out_of_scope", "request_human")
-
-
-@pytest.fixture
-async def served(gateway: Gateway) -> AsyncIterator[str]:
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(gateway.app, host="127.0.0.1", port=port,
-                                           log_level="warning", lifespan="off", timeout_graceful_shutdown=1))
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        await asyncio.sleep(0.01)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await asyncio.wait_for(task, 10)
 
 
 async def seed_month(services: Services) -> None:
@@ -93,7 +76,7 @@ async def seed_month(services: Services) -> None:
 
 
 @pytest.mark.browser
-async def test_analytics_page_and_live_broadcast_progress_in_chromium(gateway: Gateway, served: str) -> None:
+async def test_analytics_page_and_live_broadcast_progress_in_chromium(gateway: Gateway, served: str) -> None:  # noqa: F811
     from playwright.async_api import async_playwright, expect
 
     async with gateway.services.db.session() as s:
