@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_object_session
 
 from bot.conversation.commands import CommandResult, command
@@ -58,15 +58,6 @@ class HandoffError(Exception):
 
 def mentor_languages(mentor: Mentor) -> set[str]:
     return {part.strip().lower() for part in (mentor.languages or "").split(",") if part.strip()}
-
-
-def can_see(mentor: Mentor, handoff: Handoff) -> bool:
-    """Leads see everything; mentors see waiting conversations in their languages and their own."""
-    if mentor.role == "lead":
-        return True
-    if handoff.mentor_id == mentor.id:
-        return True
-    return handoff.state == "waiting" and handoff.language in mentor_languages(mentor)
 
 
 def console_event(kind: str, handoff: Handoff, **extra: Any) -> dict[str, Any]:
@@ -198,6 +189,13 @@ async def request_handoff(
         return [services.catalogue.render("handoff_still_waiting", language,
                                           eta=eta_phrase(services, est.minutes, language))]
 
+    if contact.channel == "web" and await _webchat_full(services, session):
+        # the web chat is anonymous: a cap keeps it from filling the mentors' queue
+        log.warning("web chat hand-off refused: %d open from the web chat",
+                    services.settings.webchat_max_open_handoffs)
+        audit(session, services.settings, actor="learner", action="handoff.refused_webchat_full",
+              contact_key=contact.key, detail={"reason": reason, "urgent": urgent})
+        return [services.catalogue.render("handoff_webchat_full", language)]
     handoff = Handoff(
         contact_id=contact.id,
         state="waiting",
@@ -218,6 +216,15 @@ async def request_handoff(
         return [services.catalogue.render("handoff_waiting_urgent", language)]
     est = await estimate(services, session, handoff)
     return [services.catalogue.render("handoff_waiting", language, eta=eta_phrase(services, est.minutes, language))]
+
+
+async def _webchat_full(services: Services, session: AsyncSession) -> bool:
+    """Are WEBCHAT_MAX_OPEN_HANDOFFS hand-offs from the web chat open already?"""
+    open_from_web = (await session.execute(
+        select(func.count()).select_from(Handoff).join(Contact, Contact.id == Handoff.contact_id)
+        .where(Handoff.state.in_(OPEN_STATES), Contact.channel == "web")
+    )).scalar_one()
+    return int(open_from_web) >= services.settings.webchat_max_open_handoffs
 
 
 @command("handoff")

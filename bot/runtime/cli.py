@@ -1,4 +1,4 @@
-"""The `sanad` command: run, train, worker, actions, gateway, db, link-token, mentor, broadcast, learner."""
+"""The `sanad` command: run, train, worker, actions, gateway, db, link-token, mentor, broadcast, learner, nlu."""
 
 from __future__ import annotations
 
@@ -85,7 +85,8 @@ def cmd_gateway(args: argparse.Namespace) -> int:
     settings = _settings(f"{socket.gethostname()}:gateway:{args.port}")
     _setup_logging(settings)
     app = create_app(settings=settings, run_worker=args.with_worker or None)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
+    # X-Forwarded-For is trusted by the app, from FORWARDED_ALLOW_IPS only (bot/security/client_address.py)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False, proxy_headers=False)
     return 0
 
 
@@ -235,7 +236,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     threading.Thread(target=announce, daemon=True).start()
     try:
-        uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
+        uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False, proxy_headers=False)
     finally:
         stop_children()
     return 0
@@ -269,8 +270,9 @@ def component_cli() -> list[Registrar]:
     from bot.mentoring.cli import register_cli as mentoring_cli
     from bot.privacy.cli import register_cli as privacy_cli
     from bot.reminders.cli import register_cli as reminders_cli
+    from bot.review.cli import register_cli as review_cli
 
-    return [linking_cli, mentoring_cli, reminders_cli, privacy_cli]
+    return [linking_cli, mentoring_cli, reminders_cli, privacy_cli, review_cli]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from limits.aio.storage import MemoryStorage, RedisStorage, Storage
 
+from bot.analytics.cache import ReportCache
 from bot.i18n.catalogue import Catalogue, get_catalogue
 from bot.runtime.coordination import Coordinator, make_coordinator
 from bot.runtime.settings import Settings
@@ -49,6 +50,8 @@ class Services:
     # the counters of every rate limit and throttle (the `limits` library): shared through Redis when
     # configured, in this process otherwise
     rate_limits: Storage = field(default_factory=MemoryStorage)
+    # analytics reports built in the last minute, shared by the page and its charts
+    analytics_reports: ReportCache = field(default_factory=ReportCache)
     # the outbox sender of a process that sends right away (gateway, worker); None: the worker sends
     sender: OutboxSender | None = None
     # this process's stable name (`SANAD_INSTANCE_ID`) and the lease token derived from it

@@ -77,6 +77,7 @@ async def heartbeat_age_s(services: Services) -> float | None:
 
 def jobs() -> list[Job]:
     """Every periodic job, in the order `run_once` runs them (reminders are planned before sending)."""
+    from bot.analytics import jobs as analytics_jobs
     from bot.mentoring import sla
     from bot.privacy import retention
     from bot.reminders import jobs as reminder_jobs
@@ -90,6 +91,8 @@ def jobs() -> list[Job]:
         Job("retention", retention.job, 3600.0, singleton=True),
         Job("redeliver", redeliver, 5.0),
         Job("early_receipts", early_receipts, 5.0),
+        # rolls up the day's figures: one replica is enough
+        Job("analytics", analytics_jobs.job, 60.0, singleton=True),
     ]
 
 

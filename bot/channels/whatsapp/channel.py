@@ -27,6 +27,7 @@ from bot.channels.base import (
     SendErrorKind,
     SendResult,
     VerifyError,
+    display_name,
 )
 from bot.channels.whatsapp.errors import error_kind
 from bot.conversation.text import split_text
@@ -37,6 +38,9 @@ log = logging.getLogger(__name__)
 logging.getLogger("twilio.http_client").setLevel(logging.WARNING)
 
 SEND_TIMEOUT_S = 10.0
+# Twilio sends at most 10 media per WhatsApp message (MediaUrl0..MediaUrl9):
+# https://www.twilio.com/docs/messaging/guides/webhook-request#media-related-parameters
+MAX_MEDIA = 10
 
 
 def media_kind(content_type: str) -> str:
@@ -119,7 +123,7 @@ class WhatsAppChannel:
             address=address,
             dedup_key=f"whatsapp:{sid}",
             provider_id=sid,
-            display_name=(form.get("ProfileName") or None),
+            display_name=display_name(form.get("ProfileName")),
             text=form.get("Body") or None,
         )
         if form.get("ButtonPayload"):
@@ -131,6 +135,10 @@ class WhatsAppChannel:
             num_media = int(form.get("NumMedia") or 0)
         except ValueError as exc:
             raise ParseError("NumMedia is not a number") from exc
+        if num_media > MAX_MEDIA:
+            # never build lists from a count the request merely claims
+            log.warning("NumMedia %d is more than Twilio sends; reading the first %d", num_media, MAX_MEDIA)
+        num_media = max(0, min(num_media, MAX_MEDIA))
         if num_media > 0:
             content_type = form.get("MediaContentType0") or "application/octet-stream"
             event.kind = media_kind(content_type)

@@ -89,6 +89,7 @@ JS_KEYS: dict[str, str] = {
     "urgent": "console_js_urgent",
     "waiting": "console_js_waiting",
     "message": "console_js_message",
+    "security_alert": "console_js_security_alert",
 }
 
 

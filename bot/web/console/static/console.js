@@ -45,6 +45,7 @@
   source.addEventListener("hello", function () { document.body.setAttribute("data-live", "1"); });
   source.addEventListener("console", function (e) {
     var ev; try { ev = JSON.parse(e.data); } catch (err) { return; }
+    if (ev.type === "security_alert") toast(tr("security_alert"));
     if (queue) {
       refresh(queue);
       if (ev.type === "handoff_new" || ev.type === "alert") toast(tr(ev.urgent ? "urgent" : "waiting"));
