@@ -25,6 +25,7 @@ from rasa_sdk import Action, Tracker
 from rasa_sdk.executor import CollectingDispatcher
 
 from bot.i18n.catalogue import Catalogue, Rendered, day_phrase, get_catalogue, local_time, number
+from bot.mentoring.extensions import extension_lookup
 from bot.runtime.settings import LANGUAGES
 from bot.storage.db import utcnow
 from flows.context import LearnerContext, gateway_command, learner_context, say, say_key
@@ -221,7 +222,10 @@ class ActionDeadlines(PersonalAction):
         # the window starts on the hour so the cache serves a whole conversation
         start = now.replace(minute=0, second=0, microsecond=0)
         span = COURSE_DEADLINE_WINDOW if wanted else DEADLINE_WINDOW
-        items = await client.deadlines(learner_id, start, start + span + timedelta(hours=1))
+        end = start + span + timedelta(hours=1)
+        items = await client.deadlines(learner_id, start, end)
+        # a mentor's extension replaces the platform's date (bot/mentoring/extensions.py)
+        items, extended = await extension_lookup().apply(learner_id, items, client, start, end)
         tz = ctx.timezone or (await client.learner(learner_id)).timezone
         open_items = [d for d in items if not d.submitted and now <= d.due_at <= now + span]
         if wanted:
@@ -237,17 +241,19 @@ class ActionDeadlines(PersonalAction):
             if not mine:
                 return [cat.render("learner_deadlines_course_none", lang, course=title)]
             header = cat.text("learner_deadlines_course_header", lang, course=title)
-            return [Rendered(_join([header, *self._lines(cat, mine, now, tz, lang)]))]
+            return [Rendered(_join([header, *self._lines(cat, mine, now, tz, lang, extended)]))]
         if not open_items:
             return [cat.render("learner_deadlines_none", lang)]
         header = cat.text("learner_deadlines_header", lang)
-        return [Rendered(_join([header, *self._lines(cat, open_items[:MAX_DEADLINES], now, tz, lang)]))]
+        return [Rendered(_join([header, *self._lines(cat, open_items[:MAX_DEADLINES], now, tz, lang, extended)]))]
 
     @staticmethod
-    def _lines(cat: Catalogue, items: list[Deadline], now: datetime, tz: str | None, lang: str) -> list[str]:
+    def _lines(cat: Catalogue, items: list[Deadline], now: datetime, tz: str | None, lang: str,
+               extended: set[str]) -> list[str]:
         return [
             cat.text("learner_deadline_line", lang, day=day_phrase(d.due_at, now, tz, lang),
                      time=local_time(d.due_at, tz, lang), title=d.title, course=d.course_title)
+            + (" " + cat.text("learner_deadline_extended", lang) if d.id in extended else "")
             for d in items
         ]
 

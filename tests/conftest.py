@@ -150,8 +150,12 @@ class Gateway:
         return await self.client.post(path, data=form, headers=headers)
 
     async def settle(self) -> None:
+        """Wait for the pipeline and for the work it started after its commits (deliveries, the mentor group)."""
         from bot.conversation import pipeline
+        from bot.mentoring import events
 
+        await pipeline.drain()
+        await events.drain()
         await pipeline.drain()
 
 

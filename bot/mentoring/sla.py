@@ -1,4 +1,11 @@
-"""Worker job: re-alert unclaimed hand-offs and return idle conversations to the bot."""
+"""Worker job: the hand-off timers.
+
+Unclaimed hand-offs are re-alerted (urgent ones to everyone and the leads, see
+bot/mentoring/urgent.py), assignment offers not accepted in time move on
+(bot/mentoring/assignment.py), learners whose promised time passed hear from us again
+(bot/mentoring/promise.py), and conversations idle for `HANDOFF_IDLE_TIMEOUT_S` go back to
+the bot — except an urgent one nobody claimed, which is never closed.
+"""
 
 from __future__ import annotations
 
@@ -23,7 +30,7 @@ _BATCH = 200
 
 
 async def realert_unclaimed(services: Services) -> int:
-    """Alert again for hand-offs nobody claimed within the claim timeout (urgent: every mentor on duty)."""
+    """Alert again for (not urgent) hand-offs nobody claimed within the claim timeout."""
     now = utcnow()
     cutoff = now - timedelta(seconds=services.settings.handoff_claim_timeout_s)
     alerted = 0
@@ -31,7 +38,8 @@ async def realert_unclaimed(services: Services) -> int:
         due = (
             await session.execute(
                 select(Handoff.id)
-                .where(Handoff.state == "waiting", func.coalesce(Handoff.last_alert_at, Handoff.created_at) < cutoff)
+                .where(Handoff.state == "waiting", Handoff.urgent.is_(False),
+                       func.coalesce(Handoff.last_alert_at, Handoff.created_at) < cutoff)
                 .order_by(Handoff.urgent.desc(), Handoff.created_at)
                 .limit(_BATCH)
             )
@@ -59,8 +67,7 @@ async def realert_unclaimed(services: Services) -> int:
             audit(session, services.settings, actor="system", action="handoff.realert",
                   contact_key=contact.key if contact else None,
                   detail={"handoff_id": handoff.id, "alert_count": handoff.alert_count, "urgent": handoff.urgent})
-            publish_after_commit(services, session, console_event(
-                "alert", handoff, everyone=bool(handoff.urgent), alert_count=handoff.alert_count))
+            publish_after_commit(services, session, console_event("alert", handoff, alert_count=handoff.alert_count))
             alerted += 1
     if alerted:
         log.info("re-alerted %d unclaimed hand-off(s)", alerted)
@@ -74,7 +81,9 @@ async def close_idle(services: Services) -> int:
         idle = (
             await session.execute(
                 select(Handoff.id)
-                .where(Handoff.state.in_(OPEN_STATES), Handoff.last_activity_at < cutoff)
+                .where(Handoff.state.in_(OPEN_STATES), Handoff.last_activity_at < cutoff,
+                       # an urgent hand-off nobody claimed is never closed: it escalates until claimed
+                       or_(Handoff.urgent.is_(False), Handoff.state != "waiting"))
                 .order_by(Handoff.last_activity_at)
                 .limit(_BATCH)
             )
@@ -90,5 +99,12 @@ async def close_idle(services: Services) -> int:
 
 async def job(services: Services) -> None:
     """One pass of the hand-off timers (run it every few seconds from the worker)."""
+    from bot.mentoring.assignment import move_stale_offers
+    from bot.mentoring.promise import follow_up_broken_promises
+    from bot.mentoring.urgent import realert_urgent
+
+    await realert_urgent(services)
     await realert_unclaimed(services)
+    await move_stale_offers(services)
+    await follow_up_broken_promises(services)
     await close_idle(services)

@@ -29,7 +29,10 @@ DEFAULT_LANGUAGE = "en"
 _PREFIXED = {
     "WHATSAPP_TEMPLATE_": "whatsapp_templates",
     "TELEGRAM_MENTOR_GROUP_ID_": "telegram_mentor_group_ids",
+    "MENTOR_OFFICE_HOURS_": "mentor_office_hours_by_language",
 }
+# of those, the ones whose suffix is a language code (stored lower-case)
+_PER_LANGUAGE = frozenset({"telegram_mentor_group_ids", "mentor_office_hours_by_language"})
 
 
 def _env(name: str, *more: str) -> Any:
@@ -87,6 +90,10 @@ class Settings(BaseSettings):
     )
     # TELEGRAM_MENTOR_GROUP_ID_<LANG>: a group of its own for one language's hand-offs
     telegram_mentor_group_ids: dict[str, int] = Field(default_factory=dict)
+    telegram_group_rate_per_min: float = Field(
+        20.0, gt=0, validation_alias=_env("TELEGRAM_GROUP_RATE_PER_MIN"),
+        description="messages per minute the bot posts into one mentor group (Telegram allows about 20)",
+    )
     twilio_account_sid: str | None = Field(None, validation_alias=_env("TWILIO_ACCOUNT_SID"))
     twilio_auth_token: str | None = Field(None, validation_alias=_env("TWILIO_AUTH_TOKEN"))
     twilio_whatsapp_from: str | None = Field(None, validation_alias=_env("TWILIO_WHATSAPP_FROM"))
@@ -121,6 +128,13 @@ class Settings(BaseSettings):
     handoff_offer_timeout_s: float = Field(120.0, gt=0, validation_alias=_env("HANDOFF_OFFER_TIMEOUT_S"),
                                            description="how long an assignment offer waits")
     handoff_minutes_per_position: float = Field(5.0, gt=0, validation_alias=_env("HANDOFF_MINUTES_PER_POSITION"))
+    # MENTOR_OFFICE_HOURS[_<LANG>] = "mon-fri 09:00-17:00 Europe/Berlin" (several ranges separated by ";",
+    # days optional = every day); unset = mentors may answer at any hour (bot/mentoring/office_hours.py)
+    mentor_office_hours: str = Field("", validation_alias=_env("MENTOR_OFFICE_HOURS"),
+                                     description="when mentors answer, for languages without their own hours")
+    mentor_office_hours_by_language: dict[str, str] = Field(default_factory=dict)
+    satisfaction_survey: bool = Field(True, validation_alias=_env("SATISFACTION_SURVEY"),
+                                      description="ask the learner for a 1-5 rating after a resolved hand-off")
 
     # --- reminders and sending
     reminder_offsets_h: tuple[int, ...] = Field((168, 24), validation_alias=_env("REMINDER_OFFSETS_H"))
@@ -191,6 +205,18 @@ class Settings(BaseSettings):
         """The Telegram mentor group of a language's hand-offs (its own, else the default one)."""
         return self.telegram_mentor_group_ids.get(language, self.telegram_mentor_group_id)
 
+    @property
+    def mentor_group_ids(self) -> frozenset[int]:
+        """Every configured Telegram mentor group."""
+        ids = set(self.telegram_mentor_group_ids.values())
+        if self.telegram_mentor_group_id is not None:
+            ids.add(self.telegram_mentor_group_id)
+        return frozenset(ids)
+
+    def office_hours_for(self, language: str) -> str:
+        """The office hours of a language's mentors (its own, else the default; "" = any hour)."""
+        return self.mentor_office_hours_by_language.get(language, self.mentor_office_hours)
+
     def replace(self, **changes: Any) -> Settings:
         """A copy with some fields changed, validated like the original."""
         return type(self).model_validate({**self.model_dump(), **changes})
@@ -225,7 +251,7 @@ def _prefixed(env: Mapping[str, str | None]) -> dict[str, dict[str, str]]:
         for prefix, field in _PREFIXED.items():
             if key.upper().startswith(prefix) and value:
                 suffix = key[len(prefix):].upper()
-                if field == "telegram_mentor_group_ids":
+                if field in _PER_LANGUAGE:
                     if suffix.lower() not in LANGUAGES:
                         raise ValueError(f"{key}: {suffix.lower()} is not one of {', '.join(LANGUAGES)}")
                     suffix = suffix.lower()

@@ -38,6 +38,7 @@ async def early_receipts(services: Services) -> None:
 def jobs() -> list[tuple[str, Job, float]]:
     """(name, job, interval in seconds) of every periodic job."""
     from bot.mentoring import sla
+    from bot.mentoring.group import sender as mentor_group
     from bot.privacy import retention
     from bot.reminders import jobs as reminder_jobs
 
@@ -45,6 +46,7 @@ def jobs() -> list[tuple[str, Job, float]]:
         ("reminders", reminder_jobs.job, 30.0),
         ("send", send_queued, 1.0),
         ("handoff_sla", sla.job, 15.0),
+        ("mentor_group", mentor_group.job, 2.0),
         ("retention", retention.job, 3600.0),
         ("redeliver", redeliver, 5.0),
         ("early_receipts", early_receipts, 5.0),

@@ -30,6 +30,8 @@ log = logging.getLogger(__name__)
 COMMAND_MODULES = (
     "bot.learners.linking",
     "bot.mentoring.handoff",
+    "bot.mentoring.held",
+    "bot.mentoring.satisfaction",
     "bot.conversation.preferences",
     "bot.privacy.erasure",
     "bot.privacy.export",
@@ -37,7 +39,8 @@ COMMAND_MODULES = (
     "bot.reminders.optout",
 )
 # modules with `routes() -> list[BaseRoute]`
-ROUTE_MODULES = ("bot.learners.linking", "bot.reminders.admin", "bot.web.console.routes")
+ROUTE_MODULES = ("bot.learners.linking", "bot.reminders.admin", "bot.web.console.routes",
+                 "bot.web.console.mentor_tools")
 
 
 def _import(name: str) -> Any:

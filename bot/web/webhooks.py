@@ -118,6 +118,13 @@ async def handle_inbound(
         data = _request_data(scope, body, form)
         channel.verify(data)
         parsed = channel.parse(data)
+        if channel_name == "telegram" and services.settings.mentor_group_ids:
+            # the mentor group's updates and mentors' link requests come to the same bot
+            from bot.mentoring.group.inbound import take_mentor_updates
+
+            parsed, answer = await take_mentor_updates(services, data.body, parsed)
+            if answer is not None:
+                return 200, answer, []
         if isinstance(parsed, Ignored):
             metrics.IGNORED.labels(channel_name).inc()
             log.info("%s update ignored: %s", channel_name, parsed.reason)

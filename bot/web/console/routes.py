@@ -55,6 +55,7 @@ from bot.web.console.i18n import LANG_COOKIE, LANG_COOKIE_MAX_AGE_S, UI, text, u
 
 if TYPE_CHECKING:
     from bot.runtime.services import Services
+    from bot.web.console.mentor_tools import QueueFilter
 
 log = logging.getLogger(__name__)
 HERE = Path(__file__).resolve().parent
@@ -74,6 +75,8 @@ NOTICES: dict[str, str] = {
     "transferred": "console_notice_transferred",
     "duty_on": "console_notice_duty_on",
     "duty_off": "console_notice_duty_off",
+    "labelled": "console_notice_labelled",
+    "extension": "console_notice_extension",
 }
 
 
@@ -256,13 +259,18 @@ async def _last_messages(session: AsyncSession, contact_ids: list[int]) -> dict[
     return {row.contact_id: row for row in rows}
 
 
-async def queue_items(svc: Services, mentor: Mentor) -> tuple[list[QueueItem], list[QueueItem]]:
-    """(waiting conversations this mentor may claim, conversations they — or, for a lead, anyone — hold)."""
+async def queue_items(svc: Services, mentor: Mentor, filters: QueueFilter | None = None,
+                      ) -> tuple[list[QueueItem], list[QueueItem]]:
+    """(waiting conversations this mentor may claim, conversations they — or, for a lead, anyone — hold),
+    narrowed by the queue's search and filters (bot/web/console/mentor_tools.py); oldest first within urgency."""
+    from bot.web.console.mentor_tools import QueueFilter
+
+    filters = filters or QueueFilter()
     async with svc.db.session() as session:
-        waiting_q = select(Handoff, Contact).join(Contact, Contact.id == Handoff.contact_id).where(
-            Handoff.state == "waiting")
-        mine_q = select(Handoff, Contact).join(Contact, Contact.id == Handoff.contact_id).where(
-            Handoff.state == "with_mentor")
+        waiting_q = filters.apply(select(Handoff, Contact).join(Contact, Contact.id == Handoff.contact_id).where(
+            Handoff.state == "waiting"))
+        mine_q = filters.apply(select(Handoff, Contact).join(Contact, Contact.id == Handoff.contact_id).where(
+            Handoff.state == "with_mentor"))
         if mentor.role != "lead":
             waiting_q = waiting_q.where(Handoff.language.in_(sorted(mentor_languages(mentor)) or ["-"]))
             mine_q = mine_q.where(Handoff.mentor_id == mentor.id)
@@ -278,15 +286,23 @@ async def queue_items(svc: Services, mentor: Mentor) -> tuple[list[QueueItem], l
     return [item(h, c) for h, c in waiting], [item(h, c) for h, c in mine]
 
 
+async def _queue_context(request: Request, ctx: Ctx) -> dict[str, Any]:
+    from bot.web.console.mentor_tools import QueueFilter, queue_extras
+
+    svc = services_of(request)
+    filters = QueueFilter.from_request(request)
+    waiting, mine = await queue_items(svc, ctx.mentor, filters)
+    extras = await queue_extras(svc, [it.handoff.id for it in waiting + mine])
+    return {"me": ctx.mentor, "csrf": ctx.csrf, "waiting": waiting, "mine": mine, "filters": filters, **extras}
+
+
 async def queue_page(request: Request) -> Response:
     try:
         ctx = await require_mentor(request)
     except LoginRequired:
         return login_redirect()
-    waiting, mine = await queue_items(services_of(request), ctx.mentor)
     return render(request, "queue.html", {
-        "me": ctx.mentor, "csrf": ctx.csrf, "waiting": waiting, "mine": mine,
-        "notice": notice_text(request.query_params.get("notice"), ctx.lang),
+        **await _queue_context(request, ctx), "notice": notice_text(request.query_params.get("notice"), ctx.lang),
     })
 
 
@@ -295,8 +311,7 @@ async def queue_fragment(request: Request) -> Response:
         ctx = await require_mentor(request)
     except LoginRequired:
         return Response(status_code=401)
-    waiting, mine = await queue_items(services_of(request), ctx.mentor)
-    return render(request, "_queue.html", {"me": ctx.mentor, "csrf": ctx.csrf, "waiting": waiting, "mine": mine})
+    return render(request, "_queue.html", await _queue_context(request, ctx))
 
 
 async def toggle_duty(request: Request) -> Response:
@@ -332,6 +347,7 @@ class Line:
     author: str | None = None
     status: str | None = None
     template: bool = False
+    delivery: str | None = None  # sent | delivered | read, where the channel reports it
 
 
 async def load_handoff(svc: Services, ctx: Ctx, handoff_id: int) -> tuple[Handoff, Contact]:
@@ -371,7 +387,7 @@ async def transcript(svc: Services, contact: Contact) -> list[Line]:
         lines.append(Line(
             at=as_utc(row.created_at), who=who, text=row.text, kind="text", direction="out",
             language=contact.language, author=authors.get(row.author_mentor_id or 0), status=row.status,
-            template=bool((row.payload or {}).get("template")),
+            template=bool((row.payload or {}).get("template")), delivery=row.delivery_status,
         ))
     lines.sort(key=lambda line: (line.at, 0 if line.direction == "in" else 1))
     return lines[-TRANSCRIPT_LIMIT:]
@@ -400,7 +416,11 @@ async def conversation_page(request: Request) -> Response:
         )).scalars().all()
         holder = await session.get(Mentor, handoff.mentor_id) if handoff.mentor_id else None
     colleagues = [m for m in colleagues if m.role == "lead" or handoff.language in mentor_languages(m)]
+    from bot.web.console.mentor_tools import conversation_tools
+
+    tools = await conversation_tools(svc, ctx.mentor, handoff, contact, record)
     return render(request, "conversation.html", {
+        **tools,
         "me": ctx.mentor, "csrf": ctx.csrf, "h": handoff, "contact": contact, "lines": lines,
         "record": record, "notes": notes, "colleagues": colleagues, "holder": holder,
         "outside_window": outside_whatsapp_window(contact),
@@ -515,7 +535,13 @@ async def _end(request: Request, outcome: str) -> Response:
     if ctx.mentor.role != "lead" and handoff.mentor_id != ctx.mentor.id:
         raise HTTPException(403, text("console_error_claim_first", ctx.lang))
     try:
-        await end_handoff(svc, handoff_id, outcome, actor=mentor_actor(ctx.mentor.id))
+        resolution = None
+        if outcome == "resolved":
+            from bot.mentoring.labels import outcome_named
+
+            async with svc.db.session() as session:
+                resolution = await outcome_named(session, str(action.form.get("outcome") or ""))
+        await end_handoff(svc, handoff_id, outcome, actor=mentor_actor(ctx.mentor.id), resolution=resolution)
     except HandoffError as exc:
         return _error_redirect(handoff_id, exc)
     return go("/console", outcome)
