@@ -1,7 +1,8 @@
 """Erasure (GDPR Art. 17): everything Sanad holds on a contact or a learner, in one step.
 
 Database rows (contact, messages both ways, hand-offs, mentor notes, reminders,
-link tokens), Redis keys carrying the contact key or the learner id (cached
+link tokens, deadline extensions), the hand-offs' topics in the Telegram mentor
+group, Redis keys carrying the contact key or the learner id (cached
 platform data included) and the Rasa conversation in its SQL tracker store.
 What stays: an anonymous count per day (`erasure_stats`) and the audit entries
 (who did what), re-keyed to a fresh reference and stripped of anything that
@@ -32,6 +33,7 @@ from bot.storage.db import utcnow
 from bot.storage.models import (
     AuditEntry,
     Contact,
+    DeadlineExtension,
     ErasureStat,
     Handoff,
     InboundMessage,
@@ -74,6 +76,7 @@ class ErasureReport:
     redis_keys: int = 0
     rasa_events: int = 0
     rasa_api_reset: bool = False
+    mentor_group_topics: int = 0
     errors: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
@@ -227,8 +230,10 @@ async def erase_database(
             select(func.count()).select_from(Contact).where(Contact.learner_id == lid, Contact.id.not_in(ids))
         )
         if subject.by_learner or not others:
-            # nothing else of this learner stays: the tokens issued for them go too
+            # nothing else of this learner stays: the tokens issued for them go too, and the extensions
+            # mentors granted them (with their reasons)
             token_where.append(LinkToken.learner_id == lid)
+            await _count_delete(session, DeadlineExtension, DeadlineExtension.learner_id == lid)
     report.link_tokens = await _count_delete(session, LinkToken, or_(*token_where))
     report.audit_entries_scrubbed = await _scrub_audit(session, refs, needles)
     report.contacts = await _count_delete(session, Contact, Contact.id.in_(ids))
@@ -339,6 +344,14 @@ async def erase_contact(
     except Exception as exc:  # noqa: BLE001
         report.errors.append(f"redis: {type(exc).__name__}")
     await erase_rasa(services, keys, report)
+    try:
+        # the hand-offs' topics in the Telegram mentor group went orphaned with the hand-offs: delete them
+        # now (whatever Telegram refuses for the moment, the worker deletes later)
+        from bot.mentoring.group.sender import delete_orphaned_topics
+
+        report.mentor_group_topics = await delete_orphaned_topics(services)
+    except Exception as exc:  # noqa: BLE001  (reported; the worker's next pass deletes them)
+        report.errors.append(f"mentor group: {type(exc).__name__}")
     log.info(
         "erasure done by %s: %d contact(s), %d message(s), %d hand-off(s), %d rasa event(s)",
         actor, report.contacts, report.inbound_messages + report.outbox, report.handoffs, report.rasa_events,
