@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from sqlalchemy import select
@@ -137,13 +138,26 @@ async def apply_extensions(
 
 
 class ExtensionLookup:
-    """The action server's way to the extensions (it has no `Services`): its own small engine."""
+    """The action server's way to the extensions (it has no `Services`): its own small engine, opened on
+    first use. An embedded SQLite database that does not exist yet holds no extension (and is not created)."""
 
-    def __init__(self, settings: Settings) -> None:
-        self.db = Database(settings.database_url)
+    def __init__(self, settings: Settings, db: Database | None = None) -> None:
+        self.settings = settings
+        self.db = db
+
+    def _database(self) -> Database | None:
+        if self.db is None:
+            url = self.settings.database_url
+            if url.startswith("sqlite") and not Path(url.split("///", 1)[-1]).is_file():
+                return None
+            self.db = Database(url)
+        return self.db
 
     async def for_learner(self, learner_id: str) -> dict[str, DeadlineExtension]:
-        async with self.db.session() as session:
+        db = self._database()
+        if db is None:
+            return {}
+        async with db.session() as session:
             found = await extensions_of(session, [learner_id])
         return {deadline_id: row for (_, deadline_id), row in found.items()}
 

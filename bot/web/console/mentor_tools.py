@@ -21,6 +21,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from bot.i18n.catalogue import zone
 from bot.mentoring.extensions import LOOK_AHEAD, LOOK_BACK, extensions_of, record_extension
 from bot.mentoring.group.linking import new_link_code
 from bot.mentoring.handoff import HandoffError
@@ -139,6 +140,16 @@ async def conversation_tools(svc: Services, mentor: Mentor, handoff: Handoff, co
         }
 
 
+async def learner_timezone(svc: Services, contact: Contact) -> str | None:
+    """The learner's time zone: the chat's, else the platform's (None: UTC)."""
+    if contact.timezone or not contact.learner_id:
+        return contact.timezone
+    try:
+        return (await svc.platform().learner(contact.learner_id)).timezone
+    except Exception:  # noqa: BLE001  (the platform is down: the extension form falls back to UTC)
+        return None
+
+
 def _back(handoff_id: int, notice: str | None = None, error: HandoffError | None = None) -> RedirectResponse:
     if error is not None:
         return RedirectResponse(f"/console/h/{handoff_id}?error={quote(error.code or 'changed')}", status_code=303)
@@ -182,10 +193,8 @@ async def extension_action(request: Request) -> Response:
             if handoff is None or contact is None:
                 raise HandoffError("unknown conversation", "no_conversation")
             if new_date.tzinfo is None:
-                # the form's date and time are the learner's own, in their zone
-                from bot.i18n.catalogue import zone
-
-                new_date = new_date.replace(tzinfo=zone(contact.timezone))
+                # the form's date and time are the learner's own, in their zone (as the console shows deadlines)
+                new_date = new_date.replace(tzinfo=zone(await learner_timezone(svc, contact)))
             await record_extension(svc, session, handoff, ctx.mentor, str(form.get("deadline_id") or ""),
                                    new_date, str(form.get("reason") or ""))
     except HandoffError as exc:
