@@ -23,7 +23,6 @@ from bot.storage.models import (
     HandoffLabel,
     Outbox,
     Reminder,
-    SavedReply,
 )
 from tests.conftest import Gateway
 from tests.test_console_i18n import demo_url, link_to_demo_learner  # noqa: F401  (a fixture)
@@ -197,8 +196,7 @@ async def test_recording_an_extension_moves_answers_and_reminders(gateway: Gatew
     from bot.reminders.dispatch import dispatch_due_reminders
     from bot.reminders.planner import plan_reminders
     from flows import learner as learner_flows
-    from integrations.platform import PlatformClient
-    from integrations.platform import DEMO_PLATFORM_TOKEN
+    from integrations.platform import DEMO_PLATFORM_TOKEN, PlatformClient
 
     await mentor(gateway, "amal@example.org", "en,fa")
     await escalate(gateway, 5, "Farid", 5)
