@@ -22,12 +22,16 @@ class FakeNotification {
   close() {}
 }
 FakeNotification.permission = "default";
-FakeNotification.requestPermission = function () { FakeNotification.permission = "granted"; return Promise.resolve("granted"); };
+FakeNotification.requestPermission = function () {
+  FakeNotification.permission = "granted"; return Promise.resolve("granted");
+};
 window.Notification = FakeNotification;
 class FakeAudio {
   constructor() { this.state = "suspended"; this.currentTime = 0; this.destination = {}; }
   resume() { this.state = "running"; return Promise.resolve(); }
-  createOscillator() { return {frequency: {value: 0}, connect() {}, start() { window.__tones.push(this.frequency.value); }, stop() {}}; }
+  createOscillator() {
+    return {frequency: {value: 0}, connect() {}, start() { window.__tones.push(this.frequency.value); }, stop() {}};
+  }
   createGain() { return {gain: {setValueAtTime() {}, exponentialRampToValueAtTime() {}}, connect() {}}; }
 }
 window.AudioContext = FakeAudio;
