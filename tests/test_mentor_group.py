@@ -368,3 +368,38 @@ async def test_erasure_and_retention_delete_the_topics(group_gateway: Gateway) -
     await run_retention(gw.services)
     assert await delete_orphaned_topics(gw.services) == 1
     assert (str(GROUP), second_thread) not in gw.bot_api.topics
+
+
+async def test_whatsapp_learner_media_and_the_24_hour_rule_from_the_topic(group_gateway: Gateway) -> None:
+    gw = group_gateway
+    gw.services.settings = gw.services.settings.replace(whatsapp_templates={"MENTOR_REPLY": "HX0000mentorreply"})
+    form = {"From": "whatsapp:+4915112345678", "To": "whatsapp:+14155238886",
+            "Body": "Can I speak with a real person about my course", "MessageSid": "SM" + "1" * 32,
+            "AccountSid": "AC" + "0" * 32, "NumMedia": "0", "ProfileName": "Omar"}
+    assert (await gw.whatsapp(form)).status_code == 200
+    await gw.settle()
+    async with gw.services.db.session() as s:
+        h = (await s.execute(select(Handoff))).scalar_one()
+    thread = int((await topic_of(gw, h.id)).thread_id or 0)
+
+    # a photo on WhatsApp reaches the topic as a file
+    media_url = f"{gw.twilio.url}/2010-04-01/Accounts/{'AC' + '0' * 32}/Messages/MM1/Media/ME1"
+    gw.twilio.media["ME1"] = (b"\x89PNG fake image bytes", "image/png")
+    photo = dict(form, Body="", MessageSid="SM" + "2" * 32, NumMedia="1", MediaUrl0=media_url,
+                 MediaContentType0="image/png")
+    assert (await gw.whatsapp(photo)).status_code == 200
+    await gw.settle()
+    upload = gw.bot_api.topic_posts(thread)[-1]
+    assert upload["method"] == "sendDocument" and upload["document"]["size"] == len(b"\x89PNG fake image bytes")
+
+    # the learner went quiet for more than a day: the mentor's words from the topic wait, the template goes
+    async with gw.services.db.session() as s:
+        contact = (await s.execute(select(Contact))).scalar_one()
+        contact.last_inbound_at = utcnow() - timedelta(hours=30)
+    before = len(gw.twilio.sent)
+    await gw.telegram(topic_message(500, thread, AMAL_TG, "Hello Omar, here is what to do"))
+    await gw.settle()
+    sent = gw.twilio.sent[before:]
+    assert [m.get("ContentSid") for m in sent][-1] == "HX0000mentorreply"
+    assert all(m.get("Body") != "Hello Omar, here is what to do" for m in sent)
+    assert "held until the learner answers" in gw.bot_api.topic_posts(thread)[-1]["text"]

@@ -301,3 +301,24 @@ async def test_console_pages_have_no_inline_script(gateway: Gateway, console: ht
             assert "src=" in tag or 'type="application/json"' in tag, (path, tag)
         assert not re.search(r"\son[a-z]+=", html), path
     assert "notify.js" in (await console.get("/console")).text
+
+
+async def test_web_chat_marks_a_mentor_reply_delivered_when_the_page_has_it(gateway: Gateway,
+                                                                           console: httpx.AsyncClient) -> None:
+    await mentor(gateway, "amal@example.org", "en")
+    client_id = "webclient_0123456789abcdef"
+    headers = {"x-requested-with": "sanad-webchat", "content-type": "application/json"}
+    body = json.dumps({"client_id": client_id, "message_id": "m1", "text": ASK})
+    assert (await gateway.client.post("/chat/api/messages", content=body, headers=headers)).status_code == 200
+    await gateway.settle()
+    h = await only_handoff(gateway)
+    await login(console, "amal@example.org")
+    token = await csrf(console)
+    await console.post(f"/console/h/{h.id}/claim", data={"csrf_token": token})
+    await console.post(f"/console/h/{h.id}/reply", data={"csrf_token": token, "text": "Hello from Amal"})
+    await gateway.settle()
+    assert re.findall(r'class="ticks (\w+)"', (await console.get(f"/console/h/{h.id}/transcript")).text) == ["sent"]
+    page = await gateway.client.get(f"/chat/api/messages?client_id={client_id}&after=0")
+    assert any(m["text"] == "Hello from Amal" and m["from"] == "mentor" for m in page.json()["messages"])
+    ticks = re.findall(r'class="ticks (\w+)"', (await console.get(f"/console/h/{h.id}/transcript")).text)
+    assert ticks == ["delivered"]

@@ -158,7 +158,8 @@ async def send_mentor_reply(
     audit(session, services.settings, actor=mentor_actor(mentor.id), action="mentor.reply", contact_key=contact.key,
           detail={"handoff_id": handoff.id, "outbox_id": row.id, "template": used_template})
     publish_after_commit(services, session, console_event("reply", handoff, outbox_id=row.id))
-    if mirror:
+    if mirror or used_template:
+        # a held reply shows in the topic too, marked as held, even when it was written there
         await group_posts.post(services, session, handoff, "reply", outbox_id=held.id)
     return ReplyOutcome(outbox_id=row.id, used_template=used_template, held_id=held.id if used_template else None)
 

@@ -63,7 +63,6 @@ class Outcome:
     answer: str
     outbox_ids: list[int]
     handoff_id: int | None = None
-    shown_id: int | None = None  # a reply's text row (held outside WhatsApp's window)
 
 
 def mentor_language(mentor: Mentor) -> str:
@@ -223,8 +222,9 @@ async def _claim(services: Services, mentor: Mentor, handoff: Handoff, callback_
     return Outcome("claimed" if claimed is not None else "claim_refused", [], handoff.id)
 
 
-async def _reply(services: Services, mentor: Mentor, handoff: Handoff, text: str) -> Outcome:
-    """A mentor's words in the topic go to the learner (claiming a waiting conversation first)."""
+async def _reply(services: Services, mentor: Mentor, handoff: Handoff, text: str, *, mirror: bool = False) -> Outcome:
+    """A mentor's words in the topic go to the learner (claiming a waiting conversation first); `mirror`
+    shows them in the topic (a saved reply, which the mentor did not type there)."""
     if handoff.state == "waiting":
         claimed = await _claim(services, mentor, handoff, None)
         if claimed.answer != "claimed":
@@ -233,8 +233,8 @@ async def _reply(services: Services, mentor: Mentor, handoff: Handoff, text: str
         current = await session.get(Handoff, handoff.id)
         if current is None or current.state == "resolved":
             raise HandoffError("conversation closed", "already_closed")
-        outcome = await send_mentor_reply(services, session, current, mentor, text, mirror=False)
-    return Outcome("replied", [outcome.outbox_id], handoff.id, outcome.held_id or outcome.outbox_id)
+        outcome = await send_mentor_reply(services, session, current, mentor, text, mirror=mirror)
+    return Outcome("replied", [outcome.outbox_id], handoff.id)
 
 
 async def _command(services: Services, mentor: Mentor, handoff: Handoff, command: str, rest: str) -> Outcome:
@@ -259,14 +259,8 @@ async def _command(services: Services, mentor: Mentor, handoff: Handoff, command
         if filled is None:
             await _notice_to(services, handoff, mentor, "group_saved_unknown", name=rest or "—")
             return Outcome("refused: saved_unknown", [], handoff.id)
-        outcome = await _reply(services, mentor, handoff, filled.text)
-        if outcome.answer == "replied":
-            # the saved text is not in the topic yet (a typed reply is): show what went to the learner
-            async with services.db.session() as session:
-                current = await session.get(Handoff, handoff.id)
-                if current is not None:
-                    await posts.post(services, session, current, "reply", outbox_id=outcome.shown_id)
-        return outcome
+        # the saved text is not in the topic yet (a typed reply is): show what went to the learner
+        return await _reply(services, mentor, handoff, filled.text, mirror=True)
     if handoff.state != "with_mentor" or (handoff.mentor_id != mentor.id and mentor.role != "lead"):
         raise HandoffError("claim the conversation first", "claim_first")
     if command in ("resolve", "back"):
