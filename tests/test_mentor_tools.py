@@ -148,7 +148,7 @@ async def test_outcome_on_resolve_and_the_satisfaction_answer(gateway: Gateway, 
         "chat_instance": "1", "data": f"/csat {h.id} 4"}}
     await gateway.telegram(press)
     await gateway.settle()
-    assert (await only_handoff(gateway)).satisfaction_score == 4
+    assert (await only_handoff(gateway)).satisfaction == 4
     thanks = gateway.bot_api.sent[-1]
     comment_button = thanks["reply_markup"]["inline_keyboard"][0][0]["callback_data"]
     assert comment_button == f"/csat_comment {h.id}"
@@ -186,7 +186,7 @@ async def test_a_question_instead_of_a_comment_is_not_swallowed(gateway: Gateway
         await gateway.whatsapp(form)
         await gateway.settle()
     rated = await only_handoff(gateway)
-    assert rated.satisfaction_score == 5 and rated.satisfaction_comment is None
+    assert rated.satisfaction == 5 and rated.satisfaction_comment is None
     assert gateway.rasa.messages[-1]["message"] == "what about my certificate?"
 
 

@@ -3,7 +3,7 @@
 The question goes out with the "conversation closed" message, in the learner's language
 (`SATISFACTION_SURVEY`, on by default). The answer comes back as a button payload
 (`/csat <hand-off> <score>`; on WhatsApp the digit of a numbered button) and is stored on the
-hand-off (`satisfaction_score`, `satisfaction_answered_at`), where the analytics read it. The
+hand-off (`satisfaction`, `satisfaction_at`), where the analytics read it. The
 learner may then tap "add a comment": only then is their next text taken as the comment
 (`satisfaction_comment`), so a question they write instead is never swallowed — any button or
 command clears the waiting comment, and so does an hour of silence.
@@ -81,8 +81,8 @@ async def answer(services: Services, contact: Contact, message: InboundMessage) 
             if handoff is None or handoff.contact_id != contact.id or handoff.satisfaction_asked_at is None:
                 return Intercepted([cat.render("satisfaction_expired", language)])
             if score:
-                handoff.satisfaction_score = int(score.group(2))
-                handoff.satisfaction_answered_at = utcnow()
+                handoff.satisfaction = int(score.group(2))
+                handoff.satisfaction_at = utcnow()
                 attached.feedback_handoff_id = None
                 return Intercepted([cat.render("satisfaction_thanks", language, handoff=str(handoff.id))])
             attached.feedback_handoff_id = handoff.id
@@ -90,8 +90,8 @@ async def answer(services: Services, contact: Contact, message: InboundMessage) 
         # a comment is awaited: only a plain text is one
         waiting = await session.get(Handoff, contact.feedback_handoff_id)
         attached.feedback_handoff_id = None
-        fresh = waiting is not None and waiting.satisfaction_answered_at is not None and \
-            as_utc(waiting.satisfaction_answered_at) > utcnow() - COMMENT_WINDOW
+        fresh = waiting is not None and waiting.satisfaction_at is not None and \
+            as_utc(waiting.satisfaction_at) > utcnow() - COMMENT_WINDOW
         if waiting is None or not fresh or message.kind != "text" or not (message.text or "").strip():
             return None
         waiting.satisfaction_comment = (message.text or "").strip()[:MAX_COMMENT_CHARS]

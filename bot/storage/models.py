@@ -247,11 +247,12 @@ class Handoff(Base):
     promise_followed_up_at: Mapped[datetime | None] = mapped_column(TS)
     # an urgent hand-off nobody claimed was escalated to the leads (then re-alerted until claimed)
     escalated_at: Mapped[datetime | None] = mapped_column(TS)
-    # the satisfaction question after a resolved hand-off (bot/mentoring/satisfaction.py): 1-5 and a comment
+    # the learner's 1–5 answer to the satisfaction question after a resolved hand-off (asked by the
+    # hand-off flow, bot/mentoring/satisfaction.py; read by the analytics), its optional comment
+    satisfaction: Mapped[int | None] = mapped_column(Integer)
+    satisfaction_at: Mapped[datetime | None] = mapped_column(TS)
     satisfaction_asked_at: Mapped[datetime | None] = mapped_column(TS)
-    satisfaction_score: Mapped[int | None] = mapped_column(Integer)
     satisfaction_comment: Mapped[str | None] = mapped_column(Text)
-    satisfaction_answered_at: Mapped[datetime | None] = mapped_column(TS)
 
 
 class MentorNote(Base):

@@ -1,5 +1,8 @@
 """mentoring: mentor group, assignment, saved replies, labels, extensions, satisfaction
 
+`handoffs.satisfaction` and `satisfaction_at` are the analytics' columns too (their migration adds
+them): this one adds them only when missing, and leaves them on downgrade.
+
 Revision ID: 0004
 Revises: 0003
 Create Date: 2026-12-02 02:00:00
@@ -119,6 +122,7 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column('held_since', sa.DateTime(timezone=True), nullable=True))
         batch_op.add_column(sa.Column('feedback_handoff_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=True))
 
+    existing = {column['name'] for column in sa.inspect(op.get_bind()).get_columns('handoffs')}
     with op.batch_alter_table('handoffs', schema=None) as batch_op:
         batch_op.add_column(sa.Column('resolution', sa.String(length=64), nullable=True))
         batch_op.add_column(sa.Column('offered_mentor_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=True))
@@ -129,9 +133,12 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column('promise_followed_up_at', sa.DateTime(timezone=True), nullable=True))
         batch_op.add_column(sa.Column('escalated_at', sa.DateTime(timezone=True), nullable=True))
         batch_op.add_column(sa.Column('satisfaction_asked_at', sa.DateTime(timezone=True), nullable=True))
-        batch_op.add_column(sa.Column('satisfaction_score', sa.Integer(), nullable=True))
         batch_op.add_column(sa.Column('satisfaction_comment', sa.Text(), nullable=True))
-        batch_op.add_column(sa.Column('satisfaction_answered_at', sa.DateTime(timezone=True), nullable=True))
+        # the analytics' migration adds these two as well: whichever runs first adds them
+        if 'satisfaction' not in existing:
+            batch_op.add_column(sa.Column('satisfaction', sa.Integer(), nullable=True))
+        if 'satisfaction_at' not in existing:
+            batch_op.add_column(sa.Column('satisfaction_at', sa.DateTime(timezone=True), nullable=True))
         batch_op.create_foreign_key('fk_handoffs_offered_mentor_id', 'mentors', ['offered_mentor_id'], ['id'], ondelete='SET NULL')
 
     with op.batch_alter_table('mentors', schema=None) as batch_op:
@@ -157,9 +164,7 @@ def downgrade() -> None:
 
     with op.batch_alter_table('handoffs', schema=None) as batch_op:
         batch_op.drop_constraint('fk_handoffs_offered_mentor_id', type_='foreignkey')
-        batch_op.drop_column('satisfaction_answered_at')
         batch_op.drop_column('satisfaction_comment')
-        batch_op.drop_column('satisfaction_score')
         batch_op.drop_column('satisfaction_asked_at')
         batch_op.drop_column('escalated_at')
         batch_op.drop_column('promise_followed_up_at')
