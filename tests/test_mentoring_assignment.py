@@ -270,3 +270,18 @@ async def test_transfer_to_the_queue_tells_the_learner_and_offers_it_to_someone_
     assert words in (await outbox_texts(services, cid))[-1]
     (h,) = await handoffs(services)
     assert h.state == "waiting" and h.offered_mentor_id == b.id
+
+
+def test_office_hours_settings_per_language_are_checked_at_start(tmp_path: Any) -> None:
+    from pydantic import ValidationError
+
+    from tests.conftest import make_settings
+
+    settings = make_settings(tmp_path, MENTOR_OFFICE_HOURS="mon-fri 08:00-18:00 Europe/Berlin",
+                             MENTOR_OFFICE_HOURS_AR="sun-thu 09:00-17:00 Asia/Amman")
+    assert settings.office_hours_for("ar") == "sun-thu 09:00-17:00 Asia/Amman"
+    assert settings.office_hours_for("fa") == "mon-fri 08:00-18:00 Europe/Berlin"
+    with pytest.raises(ValidationError, match="not a time"):
+        make_settings(tmp_path, MENTOR_OFFICE_HOURS_FA="sat 9-17")
+    with pytest.raises(ValueError, match="not one of"):
+        make_settings(tmp_path, MENTOR_OFFICE_HOURS_XX="09:00-17:00")

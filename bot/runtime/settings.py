@@ -167,6 +167,23 @@ class Settings(BaseSettings):
     def _optional_url(cls, value: str | None) -> str | None:
         return value.rstrip("/") or None if value else None
 
+    @field_validator("mentor_office_hours")
+    @classmethod
+    def _office_hours(cls, value: str) -> str:
+        from bot.mentoring.office_hours import parse
+
+        parse(value)  # an OfficeHoursError (a ValueError) says what is wrong with the setting
+        return value
+
+    @field_validator("mentor_office_hours_by_language")
+    @classmethod
+    def _office_hours_by_language(cls, value: dict[str, str]) -> dict[str, str]:
+        from bot.mentoring.office_hours import parse
+
+        for spec in value.values():
+            parse(spec)
+        return value
+
     @field_validator("reminder_offsets_h", "forwarded_allow_ips", mode="before")
     @classmethod
     def _comma_list(cls, value: Any) -> Any:
