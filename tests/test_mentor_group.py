@@ -89,10 +89,11 @@ def test_group_updates_are_parsed_from_real_shapes(case: dict[str, Any]) -> None
 
 
 def test_link_requests_from_private_chats_only() -> None:
-    assert parse_link_request(private_text(1, 7, "/mentor AB12CD34")).code == "AB12CD34"  # type: ignore[union-attr]
-    assert parse_link_request(private_text(2, 7, "/start mentor-AB12CD34")).code == "AB12CD34"  # type: ignore[union-attr]
+    assert parse_link_request(private_text(1, 7, "/mentor AB23CD45")).code == "AB23CD45"  # type: ignore[union-attr]
+    assert parse_link_request(private_text(2, 7, "/start mentor-ab23cd45")).code == "AB23CD45"  # type: ignore[union-attr]
     assert parse_link_request(private_text(3, 7, "/start abc")) is None
-    assert parse_link_request(private_text(4, 7, "mentor AB12")) is None
+    assert parse_link_request(private_text(4, 7, "mentor AB23CD45")) is None
+    assert parse_link_request(private_text(6, 7, "/mentor please help me")) is None  # a learner, not a code
     in_group = topic_message(5, 42, 7, "/mentor AB12CD34")
     assert parse_link_request(in_group) is None
 
@@ -324,7 +325,7 @@ async def test_linking_a_telegram_account_with_a_one_time_code(group_gateway: Ga
     code = made.text.split("/mentor ", 1)[1].split("<", 1)[0].strip()
     assert len(code) == 8 and "start=mentor-" in made.text
 
-    wrong = await gw.telegram(private_text(400, 6660001, "/mentor WRONGCODE"))
+    wrong = await gw.telegram(private_text(400, 6660001, "/mentor WRNGCD22"))
     assert wrong.json()["mentor_group"] == "link_refused"
     linked = await gw.telegram(private_text(401, 6660001, f"/mentor {code}"))
     assert linked.json()["mentor_group"] == "linked"

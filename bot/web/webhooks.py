@@ -118,7 +118,7 @@ async def handle_inbound(
         data = _request_data(scope, body, form)
         channel.verify(data)
         parsed = channel.parse(data)
-        if channel_name == "telegram" and services.settings.mentor_group_ids:
+        if channel_name == "telegram":
             # the mentor group's updates and mentors' link requests come to the same bot
             from bot.mentoring.group.inbound import take_mentor_updates
 

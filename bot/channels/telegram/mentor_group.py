@@ -11,6 +11,7 @@ calls, through the Telegram channel's `Bot` and its error classes.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +26,8 @@ TOPIC_NAME_MAX = 128
 # `/mentor CODE` or the deep link `/start mentor-CODE` in a private chat links a mentor's account
 LINK_COMMAND = "mentor"
 LINK_START_PREFIX = "mentor-"
+# the console's one-time codes (bot/mentoring/group/linking.py): 8 of these letters and digits
+LINK_CODE = re.compile(r"^[A-HJ-NP-Z2-9]{8}$")
 
 
 @dataclass(frozen=True)
@@ -151,7 +154,10 @@ def parse_link_request(update: dict[str, Any]) -> LinkRequest | None:
         code = args[len(LINK_START_PREFIX):]
     else:
         return None
-    return LinkRequest(int(update["update_id"]), int(chat["id"]), int(user["id"]), code.strip())
+    code = code.strip().upper()
+    if not LINK_CODE.match(code):
+        return None  # not a code the console makes: a learner's "/mentor please" goes on to the assistant
+    return LinkRequest(int(update["update_id"]), int(chat["id"]), int(user["id"]), code)
 
 
 @dataclass(frozen=True)

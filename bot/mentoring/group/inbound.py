@@ -77,9 +77,9 @@ async def take_mentor_updates(
     """Handle what belongs to the mentor group; returns what is left for the pipeline, or the webhook's
     answer when the update was the group's (or a mentor's link request)."""
     groups = services.settings.mentor_group_ids
-    if not groups:
-        return parsed, None
     if isinstance(parsed, Ignored):
+        if not groups:
+            return parsed, None
         update = load(body)
         found = parse_group_update(update, groups) if update is not None else None
         if found is None:
