@@ -16,10 +16,9 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import timedelta
 from typing import TYPE_CHECKING
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.i18n.catalogue import Rendered
@@ -95,40 +94,12 @@ async def alert_leads(services: Services, session: AsyncSession, handoff: Handof
 
 async def realert_urgent(services: Services) -> int:
     """Urgent hand-offs still unclaimed: escalate to the leads, then alert again every period."""
-    now = utcnow()
-    period = timedelta(seconds=services.settings.handoff_offer_timeout_s)
-    cutoff = now - period
-    async with services.db.session() as session:
-        due = (await session.execute(
-            select(Handoff.id).where(
-                Handoff.state == "waiting", Handoff.urgent.is_(True),
-                func.coalesce(Handoff.last_alert_at, Handoff.created_at) < cutoff)
-            .order_by(Handoff.created_at).limit(200))).scalars().all()
-    alerted = 0
-    for handoff_id in due:
-        async with services.db.session() as session:
-            # conditional, so two workers never alert twice for the same period
-            taken = await session.execute(
-                update(Handoff)
-                .where(Handoff.id == handoff_id, Handoff.state == "waiting", Handoff.urgent.is_(True),
-                       or_(Handoff.last_alert_at.is_(None), Handoff.last_alert_at < cutoff),
-                       func.coalesce(Handoff.last_alert_at, Handoff.created_at) < cutoff)
-                .values(last_alert_at=now, alert_count=Handoff.alert_count + 1)
-                .execution_options(synchronize_session=False))
-            if getattr(taken, "rowcount", 0) != 1:
-                continue
-            handoff = await session.get(Handoff, handoff_id, populate_existing=True)
-            if handoff is None:
-                continue
-            contact = await session.get(Contact, handoff.contact_id)
-            if handoff.escalated_at is None:
-                handoff.escalated_at = now
-                await alert_leads(services, session, handoff, "urgent_unclaimed")
-            await alert_urgent(services, session, handoff, again=True)
-            audit(session, services.settings, actor="system", action="handoff.realert",
-                  contact_key=contact.key if contact else None,
-                  detail={"handoff_id": handoff.id, "alert_count": handoff.alert_count, "urgent": True})
-            alerted += 1
-    if alerted:
-        log.info("re-alerted %d unclaimed urgent hand-off(s)", alerted)
-    return alerted
+    from bot.mentoring.sla import realert
+
+    async def alert(session: AsyncSession, handoff: Handoff) -> None:
+        if handoff.escalated_at is None:
+            handoff.escalated_at = utcnow()
+            await alert_leads(services, session, handoff, "urgent_unclaimed")
+        await alert_urgent(services, session, handoff, again=True)
+
+    return await realert(services, urgent=True, period_s=services.settings.handoff_offer_timeout_s, alert=alert)

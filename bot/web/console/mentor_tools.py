@@ -11,12 +11,14 @@ Every string is a `console_…` catalogue key; forms carry the CSRF token; no in
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 from urllib.parse import quote
 
 from sqlalchemy import func, or_, select
+from starlette.datastructures import FormData
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
@@ -32,6 +34,7 @@ from bot.runtime.settings import LANGUAGES
 from bot.storage.db import utcnow
 from bot.storage.models import Contact, Handoff, HandoffLabelLink, Mentor
 from bot.web.console.routes import (
+    Ctx,
     LoginRequired,
     checked_form,
     go,
@@ -150,19 +153,34 @@ async def learner_timezone(svc: Services, contact: Contact) -> str | None:
         return None
 
 
+Handler = Callable[[Request, Ctx, "Services", Any], Awaitable[Response]]
+
+
+def signed_in(post: bool = False) -> Callable[[Handler], Callable[[Request], Awaitable[Response]]]:
+    """A console endpoint for a signed-in mentor (the login page otherwise); `post`: its form, CSRF-checked."""
+
+    def wrap(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
+        async def endpoint(request: Request) -> Response:
+            try:
+                ctx = await require_mentor(request)
+            except LoginRequired:
+                return login_redirect()
+            form = await checked_form(request, ctx) if post else None
+            return await handler(request, ctx, services_of(request), form)
+
+        return endpoint
+
+    return wrap
+
+
 def _back(handoff_id: int, notice: str | None = None, error: HandoffError | None = None) -> RedirectResponse:
     if error is not None:
         return RedirectResponse(f"/console/h/{handoff_id}?error={quote(error.code or 'changed')}", status_code=303)
     return go(f"/console/h/{handoff_id}", notice)
 
 
-async def labels_action(request: Request) -> Response:
-    try:
-        ctx = await require_mentor(request)
-    except LoginRequired:
-        return login_redirect()
-    form = await checked_form(request, ctx)
-    svc = services_of(request)
+@signed_in(post=True)
+async def labels_action(request: Request, ctx: Ctx, svc: Services, form: FormData) -> Response:
     handoff_id = int(request.path_params["handoff_id"])
     await load_handoff(svc, ctx, handoff_id)
     chosen = [int(v) for v in form.getlist("label") if isinstance(v, str) and v.isdigit()]
@@ -173,13 +191,8 @@ async def labels_action(request: Request) -> Response:
     return _back(handoff_id, "labelled")
 
 
-async def extension_action(request: Request) -> Response:
-    try:
-        ctx = await require_mentor(request)
-    except LoginRequired:
-        return login_redirect()
-    form = await checked_form(request, ctx)
-    svc = services_of(request)
+@signed_in(post=True)
+async def extension_action(request: Request, ctx: Ctx, svc: Services, form: FormData) -> Response:
     handoff_id = int(request.path_params["handoff_id"])
     await load_handoff(svc, ctx, handoff_id)
     try:
@@ -204,12 +217,8 @@ async def extension_action(request: Request) -> Response:
 
 # --- leads: saved replies and lists ------------------------------------------------------
 
-async def saved_page(request: Request) -> Response:
-    try:
-        ctx = await require_mentor(request)
-    except LoginRequired:
-        return login_redirect()
-    svc = services_of(request)
+@signed_in()
+async def saved_page(request: Request, ctx: Ctx, svc: Services, _form: FormData | None) -> Response:
     async with svc.db.session() as session:
         replies = await all_replies(session)
     return render(request, "saved.html", {
@@ -218,13 +227,8 @@ async def saved_page(request: Request) -> Response:
     })
 
 
-async def saved_save(request: Request) -> Response:
-    try:
-        ctx = await require_mentor(request)
-    except LoginRequired:
-        return login_redirect()
-    form = await checked_form(request, ctx)
-    svc = services_of(request)
+@signed_in(post=True)
+async def saved_save(request: Request, ctx: Ctx, svc: Services, form: FormData) -> Response:
     raw_id = str(form.get("id") or "")
     try:
         async with svc.db.session() as session:
@@ -235,13 +239,8 @@ async def saved_save(request: Request) -> Response:
     return go("/console/saved", "saved")
 
 
-async def saved_delete(request: Request) -> Response:
-    try:
-        ctx = await require_mentor(request)
-    except LoginRequired:
-        return login_redirect()
-    await checked_form(request, ctx)
-    svc = services_of(request)
+@signed_in(post=True)
+async def saved_delete(request: Request, ctx: Ctx, svc: Services, _form: FormData) -> Response:
     try:
         async with svc.db.session() as session:
             await remove(svc, session, ctx.mentor, int(request.path_params["reply_id"]))
@@ -250,12 +249,8 @@ async def saved_delete(request: Request) -> Response:
     return go("/console/saved", "deleted")
 
 
-async def lists_page(request: Request) -> Response:
-    try:
-        ctx = await require_mentor(request)
-    except LoginRequired:
-        return login_redirect()
-    svc = services_of(request)
+@signed_in()
+async def lists_page(request: Request, ctx: Ctx, svc: Services, _form: FormData | None) -> Response:
     async with svc.db.session() as session:
         lists = {kind: await entries(session, kind) for kind in KINDS}
     return render(request, "lists.html", {
@@ -264,13 +259,8 @@ async def lists_page(request: Request) -> Response:
     })
 
 
-async def lists_change(request: Request) -> Response:
-    try:
-        ctx = await require_mentor(request)
-    except LoginRequired:
-        return login_redirect()
-    form = await checked_form(request, ctx)
-    svc = services_of(request)
+@signed_in(post=True)
+async def lists_change(request: Request, ctx: Ctx, svc: Services, form: FormData) -> Response:
     kind, name = str(form.get("kind") or ""), str(form.get("name") or "")
     try:
         async with svc.db.session() as session:
@@ -285,30 +275,21 @@ async def lists_change(request: Request) -> Response:
 
 # --- linking a Telegram account ------------------------------------------------------------
 
-async def telegram_page(request: Request) -> Response:
-    try:
-        ctx = await require_mentor(request)
-    except LoginRequired:
-        return login_redirect()
-    svc = services_of(request)
+@signed_in()
+async def telegram_page(request: Request, ctx: Ctx, svc: Services, _form: FormData | None) -> Response:
     return render(request, "telegram.html", {
         "me": ctx.mentor, "csrf": ctx.csrf, "code": None, "bot": svc.settings.telegram_bot_username,
         "group_on": bool(svc.settings.mentor_group_ids),
     })
 
 
-async def telegram_code(request: Request) -> Response:
-    try:
-        ctx = await require_mentor(request)
-    except LoginRequired:
-        return login_redirect()
-    await checked_form(request, ctx)
-    svc = services_of(request)
+@signed_in(post=True)
+async def telegram_code(request: Request, ctx: Ctx, svc: Services, _form: FormData) -> Response:
     async with svc.db.session() as session:
         code = await new_link_code(session, svc.settings, ctx.mentor)
     response = render(request, "telegram.html", {
         "me": ctx.mentor, "csrf": ctx.csrf, "code": code, "bot": svc.settings.telegram_bot_username,
-        "group_on": bool(svc.settings.mentor_group_ids), "expires": utcnow() + timedelta(minutes=15),
+        "group_on": bool(svc.settings.mentor_group_ids),
     })
     response.headers["Cache-Control"] = "no-store"
     return response
