@@ -1,3 +1,4 @@
+# ruff: noqa: F811  (pytest fixtures imported from other test modules are parameters here)
 """The mentors' tools over the console and the learner's channel: queue search and filters, saved replies,
 labels and outcomes, the satisfaction question, deadline extensions (assistant, planner, reminders), ticks."""
 
@@ -5,12 +6,10 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 
 import httpx
-import pytest
 from sqlalchemy import select
 
 from bot.mentoring.extensions import ExtensionLookup, set_extension_lookup
@@ -26,17 +25,23 @@ from bot.storage.models import (
 )
 from tests.conftest import Gateway
 from tests.test_console_i18n import demo_url, link_to_demo_learner  # noqa: F401  (a fixture)
-from tests.test_console_web import csrf, csrf_of, handoff_responder, login, mentor, only_handoff, tg_update
+from tests.test_console_web import console, csrf, csrf_of, login, mentor, only_handoff, tg_update  # noqa: F401
 
 ASK = "Can I speak with a real person about my course"
 
 
-@pytest.fixture
-async def console(gateway: Gateway) -> AsyncIterator[httpx.AsyncClient]:
-    gateway.rasa.responder = handoff_responder
-    transport = httpx.ASGITransport(app=gateway.app)
-    async with httpx.AsyncClient(transport=transport, base_url="https://testserver") as client:
-        yield client
+async def whatsapp_claimed(gw: Gateway, console: httpx.AsyncClient) -> tuple[dict[str, str], Handoff, str]:
+    """A WhatsApp learner asks for a person and Amal claims the conversation in the console."""
+    await mentor(gw, "amal@example.org", "en")
+    form = {"From": "whatsapp:+4915112345678", "To": "whatsapp:+14155238886", "Body": ASK,
+            "MessageSid": "SM" + "1" * 32, "AccountSid": "AC" + "0" * 32, "NumMedia": "0", "ProfileName": "Omar"}
+    await gw.whatsapp(form)
+    await gw.settle()
+    h = await only_handoff(gw)
+    await login(console, "amal@example.org")
+    token = await csrf(console)
+    await console.post(f"/console/h/{h.id}/claim", data={"csrf_token": token})
+    return form, h, token
 
 
 async def escalate(gw: Gateway, chat_id: int, name: str, update_id: int, lang: str = "en") -> None:
@@ -83,7 +88,7 @@ async def test_queue_search_and_filters(gateway: Gateway, console: httpx.AsyncCl
 
 
 async def test_saved_replies_leads_edit_mentors_insert_filled(gateway: Gateway, console: httpx.AsyncClient,
-                                                             demo_url: str) -> None:  # noqa: F811
+                                                             demo_url: str) -> None:
     await mentor(gateway, "lead@example.org", "fa,en", role="lead")
     await mentor(gateway, "farid@example.org", "fa,en")
     await escalate(gateway, 3, "Farid", 3, lang="fa")
@@ -169,19 +174,11 @@ async def test_outcome_on_resolve_and_the_satisfaction_answer(gateway: Gateway, 
 
 async def test_a_question_instead_of_a_comment_is_not_swallowed(gateway: Gateway, console: httpx.AsyncClient) -> None:
     """WhatsApp: the rating is the digit of a numbered button; typing instead of tapping "add a comment"."""
-    await mentor(gateway, "amal@example.org", "en")
-    form = {"From": "whatsapp:+4915112345678", "To": "whatsapp:+14155238886", "Body": ASK,
-            "MessageSid": "SM" + "1" * 32, "AccountSid": "AC" + "0" * 32, "NumMedia": "0", "ProfileName": "Omar"}
-    await gateway.whatsapp(form)
-    await gateway.settle()
-    h = await only_handoff(gateway)
-    await login(console, "amal@example.org")
-    token = await csrf(console)
-    await console.post(f"/console/h/{h.id}/claim", data={"csrf_token": token})
+    form, h, token = await whatsapp_claimed(gateway, console)
     await console.post(f"/console/h/{h.id}/resolve", data={"csrf_token": token})
     await gateway.settle()
     assert "1." in gateway.twilio.sent[-1]["Body"] and "5." in gateway.twilio.sent[-1]["Body"]
-    for sid, body in (("2", "5"), ("3", "what about my certificate?")):
+    for sid, body in (("2", "5"), ("3", "what about my certificate?")):  # after the first message, SM111…
         form["Body"], form["MessageSid"] = body, "SM" + sid * 32
         await gateway.whatsapp(form)
         await gateway.settle()
@@ -191,7 +188,7 @@ async def test_a_question_instead_of_a_comment_is_not_swallowed(gateway: Gateway
 
 
 async def test_recording_an_extension_moves_answers_and_reminders(gateway: Gateway, console: httpx.AsyncClient,
-                                                                  demo_url: str,  # noqa: F811
+                                                                  demo_url: str,
                                                                   tmp_path: Any) -> None:
     from bot.reminders.dispatch import dispatch_due_reminders
     from bot.reminders.planner import plan_reminders
@@ -266,15 +263,7 @@ async def test_recording_an_extension_moves_answers_and_reminders(gateway: Gatew
 
 
 async def test_delivered_and_read_ticks_on_mentor_replies(gateway: Gateway, console: httpx.AsyncClient) -> None:
-    await mentor(gateway, "amal@example.org", "en")
-    form = {"From": "whatsapp:+4915112345678", "To": "whatsapp:+14155238886", "Body": ASK,
-            "MessageSid": "SM" + "4" * 32, "AccountSid": "AC" + "0" * 32, "NumMedia": "0", "ProfileName": "Omar"}
-    await gateway.whatsapp(form)
-    await gateway.settle()
-    h = await only_handoff(gateway)
-    await login(console, "amal@example.org")
-    token = await csrf(console)
-    await console.post(f"/console/h/{h.id}/claim", data={"csrf_token": token})
+    _form, h, token = await whatsapp_claimed(gateway, console)
     await console.post(f"/console/h/{h.id}/reply", data={"csrf_token": token, "text": "Hello Omar"})
     await gateway.settle()
     async with gateway.services.db.session() as s:
