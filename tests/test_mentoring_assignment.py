@@ -285,3 +285,22 @@ def test_office_hours_settings_per_language_are_checked_at_start(tmp_path: Any) 
         make_settings(tmp_path, MENTOR_OFFICE_HOURS_FA="sat 9-17")
     with pytest.raises(ValueError, match="not one of"):
         make_settings(tmp_path, MENTOR_OFFICE_HOURS_XX="09:00-17:00")
+
+
+def test_sanad_mentor_add_with_telegram_account_and_capacity(tmp_path: Any) -> None:
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = {**os.environ, "DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'cli.db'}", "SANAD_VAR_DIR": str(tmp_path)}
+    env.pop("REDIS_URL", None)
+    sanad = str(Path(sys.executable).with_name("sanad"))
+    base = [sanad, "mentor", "add", "amal@example.org", "--languages", "ar,en", "--password", "correct horse battery"]
+    done = subprocess.run([*base, "--telegram-user-id", "5550001", "--capacity", "7"], env=env, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "capacity 7" in done.stdout and "telegram 5550001" in done.stdout
+    bad = subprocess.run([*base, "--telegram-user-id", "-100123"], env=env, cwd=tmp_path, capture_output=True,
+                         text=True, timeout=120)
+    assert bad.returncode == 2 and "positive number" in bad.stderr

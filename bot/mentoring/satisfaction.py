@@ -65,12 +65,12 @@ def _payload(services: Services, contact: Contact, message: InboundMessage) -> s
 async def answer(services: Services, contact: Contact, message: InboundMessage) -> Intercepted | None:
     """Scores, the "add a comment" button and the comment itself; anything else passes on."""
     payload = _payload(services, contact, message)
-    if payload is None and contact.feedback_handoff_id is None:
-        return None
-    language = normalise_language(contact.language)
-    cat = services.catalogue
     score = SCORE_PAYLOAD.match(payload or "")
     comment_asked = COMMENT_PAYLOAD.match(payload or "")
+    if not score and not comment_asked and contact.feedback_handoff_id is None:
+        return None  # not about the rating: no database work on the way to the assistant
+    language = normalise_language(contact.language)
+    cat = services.catalogue
     async with services.db.session() as session:
         attached = await session.get(Contact, contact.id)
         if attached is None:
