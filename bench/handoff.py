@@ -174,6 +174,9 @@ async def main(runs: int) -> None:
                           f"{[offered.get(mid, 0) for mid in sorted(mentors)]}, not offered {offered.get(None, 0)}; "
                           f"held after accepting {per_mentor}: spread {max(per_mentor) - min(per_mentor)} "
                           f"(goal <= 1)")
+            # what the claims started after their commits (deliveries, posts) ends before the services close
+            await events.drain()
+            await pipeline.drain()
             server.should_exit = True
             await task
             await services.close()
