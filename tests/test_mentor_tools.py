@@ -311,3 +311,37 @@ async def test_web_chat_marks_a_mentor_reply_delivered_when_the_page_has_it(gate
     assert any(m["text"] == "Hello from Amal" and m["from"] == "mentor" for m in page.json()["messages"])
     ticks = re.findall(r'class="ticks (\w+)"', (await console.get(f"/console/h/{h.id}/transcript")).text)
     assert ticks == ["delivered"]
+
+
+async def test_held_text_reaches_a_learner_back_with_the_assistant_before_its_answer(
+        gateway: Gateway, console: httpx.AsyncClient) -> None:
+    """12.6 after the hand-off ended: the learner's next message releases the held text first; on a shared
+    phone with a PIN it waits for the PIN."""
+    gateway.services.settings = gateway.services.settings.replace(
+        whatsapp_templates={"MENTOR_REPLY": "HX0000mentorreply"})
+    form, h, token = await whatsapp_claimed(gateway, console)
+    await gateway.settle()
+    async with gateway.services.db.session() as s:
+        contact = (await s.execute(select(Contact))).scalar_one()
+        contact.last_inbound_at = utcnow() - timedelta(hours=30)
+        contact.pin_hash = "not-verified-yet"  # a PIN is set and not given since
+    await console.post(f"/console/h/{h.id}/reply", data={"csrf_token": token, "text": "Your extension is fine"})
+    await console.post(f"/console/h/{h.id}/resolve", data={"csrf_token": token})
+    await gateway.settle()
+    bodies = [m.get("Body") for m in gateway.twilio.sent]
+    assert "Your extension is fine" not in bodies
+
+    form["Body"], form["MessageSid"] = "hello again", "SM" + "5" * 32
+    await gateway.whatsapp(form)
+    await gateway.settle()
+    assert "Your extension is fine" not in [m.get("Body") for m in gateway.twilio.sent]  # the PIN first
+
+    async with gateway.services.db.session() as s:
+        contact = (await s.execute(select(Contact))).scalar_one()
+        contact.pin_hash = None
+    form["Body"], form["MessageSid"] = "are you there?", "SM" + "6" * 32
+    before = len(gateway.twilio.sent)
+    await gateway.whatsapp(form)
+    await gateway.settle()
+    after = [m.get("Body") for m in gateway.twilio.sent[before:]]
+    assert after[0] == "Your extension is fine" and after[1] == "echo: are you there?"

@@ -4,8 +4,8 @@ WhatsApp takes free text only within 24 hours of the learner's last message; aft
 an approved template ("a mentor has replied, answer to read it"). The mentor's text is kept as
 an outbox row with status `held` (the sender never claims those) and the contact carries
 `held_since`. The next message from the learner — to the mentor or, if the hand-off ended
-meanwhile, to the assistant — releases the held rows to the queue, in the order they were
-written, before anything else answers that message.
+meanwhile, to the assistant (after the PIN, on a shared phone that needs one) — releases the
+held rows to the queue, in the order they were written, before anything else answers that message.
 """
 
 from __future__ import annotations
@@ -60,6 +60,10 @@ async def release_on_answer(services: Services, contact: Contact, message: Inbou
     if contact.held_since is None:
         return None
     from bot.mentoring.routing import deliver
+    from bot.privacy.pin import pin_required
+
+    if pin_required(contact, utcnow(), services.settings):
+        return None  # a shared phone: the held words wait until the PIN is given (a later message)
 
     async with services.db.session() as session:
         attached = await session.get(Contact, contact.id)
