@@ -29,6 +29,7 @@ from typing import Any
 import aiohttp
 
 ROOT = Path(__file__).resolve().parent.parent
+METRICS_TOKEN = "bench-metrics-token"  # /metrics answers only a scraper with METRICS_TOKEN
 sys.path.insert(0, str(ROOT))
 
 from tests.e2e.stack import TELEGRAM_SECRET, Stack, cpu_s  # noqa: E402
@@ -144,7 +145,8 @@ def bucket_quantile(before: dict[float, float], after: dict[float, float], q: fl
 
 
 async def scrape(stack: Stack) -> str:
-    async with aiohttp.ClientSession() as http, http.get(f"{stack.gateway_url}/metrics") as resp:
+    async with aiohttp.ClientSession() as http, http.get(f"{stack.gateway_url}/metrics",
+                                                        headers={"Authorization": f"Bearer {METRICS_TOKEN}"}) as resp:
         return await resp.text()
 
 
@@ -241,7 +243,8 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="sanad-bench-rasa-"))
     # the Bot API double does not throttle, and neither do we: channel limits must not shape the figures
     stack = Stack(tmp, db=args.db, rasa_servers=args.rasa_servers, extra_env={
-        "TELEGRAM_RATE_PER_S": "1000000", "TELEGRAM_CHAT_RATE_PER_S": "1000000", "RASA_TIMEOUT_S": "10"})
+        "TELEGRAM_RATE_PER_S": "1000000", "TELEGRAM_CHAT_RATE_PER_S": "1000000", "RASA_TIMEOUT_S": "10",
+        "METRICS_TOKEN": METRICS_TOKEN})
     stack.gateway_command = [str(ROOT / ".venv" / "bin" / "sanad"), "gateway", "--port", str(stack.gateway_port)]
     try:
         with stack:

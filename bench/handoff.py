@@ -47,7 +47,7 @@ from bot.runtime.services import Services  # noqa: E402
 from bot.storage.db import Base  # noqa: E402
 from bot.storage.models import Handoff, Mentor, MentorGroupTopic  # noqa: E402
 from bot.web.app import create_app  # noqa: E402
-from bot.web.console.auth import COOKIE_NAME, _serializer, new_session  # noqa: E402
+from bot.web.console.auth import COOKIE_NAME, open_session, signed_cookie  # noqa: E402
 from tests.conftest import PG_DSN, TELEGRAM_SECRET, gateway_env, make_settings, pg_async_url  # noqa: E402
 from tests.doubles import BotApiDouble, RasaDouble, free_port  # noqa: E402
 from tests.test_console_web import handoff_responder, tg_update  # noqa: E402
@@ -101,7 +101,7 @@ async def main(runs: int) -> None:
             while not server.started:
                 await asyncio.sleep(0.01)
             base = f"http://127.0.0.1:{port}"
-            cookie = _serializer(services.settings).dumps(new_session(lead.id))
+            cookie = signed_cookie(services.settings, await open_session(services, lead.id))
             to_console: list[float] = []
             to_topic: list[float] = []
             to_learner: list[float] = []

@@ -55,9 +55,12 @@ class HttpDouble:
 
 
 class BotApiDouble(HttpDouble):
-    """Telegram Bot API: sendMessage, answerCallbackQuery, getMe, setWebhook, and the forum calls of a
-    mentor group (createForumTopic, editForumTopic, closeForumTopic, deleteForumTopic, editMessageText,
-    pinChatMessage, copyMessage, sendDocument), answered with the objects Telegram returns.
+    """Telegram Bot API: sendMessage, answerCallbackQuery, getMe, setWebhook, getFile and file downloads,
+    and the forum calls of a mentor group (createForumTopic, editForumTopic, closeForumTopic,
+    deleteForumTopic, editMessageText, pinChatMessage, copyMessage, sendDocument), answered with the
+    objects Telegram returns.
+
+    `files[file_id] = (content, chunked)` puts a file there (`chunked`: sent without a Content-Length).
 
     Messages to a forum topic (a `message_thread_id`) are kept in `group_posts`, the rest in `sent`.
     `fail_next` queues error answers, e.g. (429, {"retry_after": 1}) or (403, "Forbidden: bot was blocked by the user").
@@ -80,7 +83,36 @@ class BotApiDouble(HttpDouble):
         self.group_posts: list[dict[str, Any]] = []
         self.group_calls: list[dict[str, Any]] = []
         self.callback_texts: list[str] = []
+        self.files: dict[str, tuple[bytes, bool]] = {}
+        self.file_bytes_sent = 0
         self.app.router.add_post("/bot{token}/{method}", self.handle)
+        self.app.router.add_get("/bot{token}/getFile", self.get_file)
+        self.app.router.add_get("/file/bot{token}/{path:.*}", self.download)
+
+    async def get_file(self, request: web.Request) -> web.Response:
+        file_id = request.query.get("file_id", "")
+        if file_id not in self.files:
+            return self._error(400, "Bad Request: invalid file_id")
+        content, _ = self.files[file_id]
+        return web.json_response({"ok": True, "result": {"file_id": file_id, "file_size": len(content),
+                                                         "file_path": f"documents/{file_id}"}})
+
+    async def download(self, request: web.Request) -> web.StreamResponse:
+        file_id = request.match_info["path"].removeprefix("documents/")
+        if file_id not in self.files:
+            return web.Response(status=404)
+        content, chunked = self.files[file_id]
+        response = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
+        if chunked:
+            response.enable_chunked_encoding()
+        else:
+            response.content_length = len(content)
+        await response.prepare(request)
+        for start in range(0, len(content), 1024):
+            await response.write(content[start:start + 1024])
+            self.file_bytes_sent += len(content[start:start + 1024])
+        await response.write_eof()
+        return response
 
     async def _params(self, request: web.Request) -> dict[str, Any]:
         if request.content_type == "application/json":

@@ -54,9 +54,9 @@ async def test_escalation_and_learner_messages_arrive_on_the_event_stream(gatewa
         await add_mentor(s, "amal@example.org", PASSWORD, "en")
         await add_mentor(s, "farid@example.org", PASSWORD, "fa")
     # http (not https) here, so the test client may send the Secure cookie back: build the session by hand
-    from bot.web.console.auth import COOKIE_NAME, _serializer, new_session
+    from bot.web.console.auth import COOKIE_NAME, open_session, signed_cookie
 
-    cookie = _serializer(gateway.services.settings).dumps(new_session(1))
+    cookie = signed_cookie(gateway.services.settings, await open_session(gateway.services, 1))
     async with httpx.AsyncClient(base_url=served, cookies={COOKIE_NAME: cookie}, timeout=10) as client:
         async with client.stream("GET", "/console/events") as stream:
             assert stream.status_code == 200
@@ -93,7 +93,11 @@ async def test_browser_login_claim_reply_resolve(gateway: Gateway, served: str) 
         )
         try:
             page = await browser.new_page(viewport={"width": 390, "height": 844}, device_scale_factor=2)
-            await page.goto(served + "/console")
+            # the console runs under its Content-Security-Policy: Chromium reports every refusal here
+            violations: list[str] = []
+            page.on("console", lambda m: violations.append(m.text) if "Content Security Policy" in m.text else None)
+            first = await page.goto(served + "/console")
+            assert first is not None and "script-src 'self'" in (await first.all_headers())["content-security-policy"]
             await page.fill("input[name=email]", "amal@example.org")
             await page.fill("input[name=password]", PASSWORD)
             await page.click("button[type=submit]")
@@ -117,9 +121,33 @@ async def test_browser_login_claim_reply_resolve(gateway: Gateway, served: str) 
             await page.screenshot(path=str(ARTIFACTS / "console-desktop.png"))
             await page.click("button.resolve")
             await page.wait_for_url(served + "/console?notice=resolved")
+            assert violations == []
         finally:
             await browser.close()
     async with gateway.services.db.session() as s:
         state = (await s.execute(select(Handoff.state).where(Handoff.id == h.id))).scalar_one()
     assert state == "resolved"
     assert any("أمل" in m["text"] for m in gateway.bot_api.sent)
+
+
+@pytest.mark.browser
+async def test_browser_web_chat_works_under_its_content_security_policy(gateway: Gateway, served: str) -> None:
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as p:
+        browser = await p.chromium.launch(
+            executable_path="/usr/bin/chromium",
+            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+        )
+        try:
+            page = await browser.new_page()
+            violations: list[str] = []
+            page.on("console", lambda m: violations.append(m.text) if "Content Security Policy" in m.text else None)
+            first = await page.goto(served + "/chat?lang=en")
+            assert first is not None and "content-security-policy" in await first.all_headers()
+            await page.fill("#text", "hello from the browser")
+            await page.press("#text", "Enter")
+            await page.wait_for_selector("text=echo: hello from the browser", timeout=10000)
+            assert violations == []
+        finally:
+            await browser.close()

@@ -109,7 +109,8 @@ async def test_health_and_metrics(gateway: Gateway) -> None:
     gateway.rasa.up = False
     assert (await gateway.client.get("/healthz")).json()["status"] == "degraded"
     await gateway.telegram(private_message(600, text="hello"))
-    metrics = (await gateway.client.get("/metrics")).text
+    gateway.services.settings = gateway.services.settings.replace(metrics_token="scrape-token")
+    metrics = (await gateway.client.get("/metrics", headers={"Authorization": "Bearer scrape-token"})).text
     assert 'sanad_inbound_messages_total{channel="telegram",outcome="accepted"}' in metrics
     assert "sanad_webhook_seconds_bucket" in metrics
     assert "hello" not in metrics

@@ -104,7 +104,9 @@ async def test_full_conversation_logs_and_metrics_hold_nothing_personal(
         await gateway.settle()
         gateway.rasa.up = True
     sent = await gateway.bot_api.wait_for(len(TEXTS))
-    metrics = (await gateway.client.get("/metrics")).text
+    gateway.services.settings = gateway.services.settings.replace(metrics_token="scrape-token")
+    metrics = (await gateway.client.get("/metrics", headers={"Authorization": "Bearer scrape-token"})).text
+    assert "sanad_inbound_messages_total" in metrics
 
     # the conversation really happened, with the personal data in it
     async with gateway.services.db.session() as s:

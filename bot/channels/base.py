@@ -27,6 +27,17 @@ class ParseError(Exception):
     """The body cannot be understood and never will be: answer 400."""
 
 
+def display_name(raw: Any) -> str | None:
+    """A name from a provider as the console may show it: a string, cleaned like message text
+    (controls, zero-width and bidirectional-override characters stripped, NFC), at most 128 characters."""
+    from bot.conversation.text import clean_text
+
+    if not isinstance(raw, str):
+        return None
+    name, _ = clean_text(raw)
+    return name[:128] or None
+
+
 @dataclass(frozen=True)
 class Ignored:
     """Understood, but nothing for us to do (edited message, channel post, ...): answer 200."""

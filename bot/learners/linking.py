@@ -6,6 +6,13 @@ a signed, single-use token valid 7 days, usable as a Telegram deep link
 easy to type. Only keyed hashes of the token and the code are stored. The
 gateway answers these messages itself (interceptor, before Rasa); `unlink`
 undoes the link. A learner may link several chats; a chat links one learner.
+
+Guessing codes is slowed three ways: per chat (5 wrong in 15 minutes blocks that chat for 15
+minutes), per source address for the web chat, where new chats cost nothing
+(`LINK_FAILURES_PER_ADDRESS`), and over everyone (`LINK_FAILURES_GLOBAL`): past that, codes are
+not checked for a while and the mentors' leads are alerted (bot/security/alerts.py). The
+counters are the `limits` library's moving windows, shared through Redis when configured.
+Telegram deep links carry a signed token that cannot be guessed; they are not paused globally.
 """
 
 from __future__ import annotations
@@ -13,25 +20,34 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import contextlib
 import hashlib
 import hmac
 import json
 import logging
+import math
 import re
 import secrets
 import sys
+import unicodedata
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select, update
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from bot.channels.base import display_name as clean_display_name
 from bot.conversation.commands import CommandResult, command
 from bot.conversation.interceptors import Intercepted, interceptor
 from bot.i18n.catalogue import Rendered, normalise_language
+from bot.runtime.coordination import LockTimeout
+from bot.security.alerts import raise_alert
+from bot.security.bearer import require_admin
+from bot.security.inputs import BadInput, loads_json, storable_text
+from bot.security.throttle import Throttle
 from bot.storage.db import as_utc, utcnow
 from bot.storage.models import Contact, InboundMessage, LinkToken
 from integrations.platform import (
@@ -51,8 +67,9 @@ log = logging.getLogger(__name__)
 TOKEN_TTL = timedelta(days=7)
 CODE_ALPHABET = "ABCDEFGHJKMNPQRSTUVWXYZ23456789"  # no 0/O, 1/I/L: read aloud and typed on a phone
 CODE_LENGTH = 8
-MAX_FAILURES = 5
+MAX_FAILURES = 5  # per chat, then the chat is blocked for FAILURE_WINDOW_S
 FAILURE_WINDOW_S = 15 * 60.0
+GLOBAL_ID = "all"
 _TOKEN_RANDOM_BYTES = 24  # 32 url-safe characters
 _TOKEN_SIG_CHARS = 16
 _TOKEN_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -110,9 +127,7 @@ def code_hash(secret: str, code: str) -> str:
 
 async def issue_link_token(services: Services, learner_id: str) -> dict[str, str]:
     """Create a single-use link token for `learner_id` (the caller checks the learner exists)."""
-    learner_id = learner_id.strip()
-    if not learner_id or len(learner_id) > 64:
-        raise ValueError("learner_id must be 1 to 64 characters")
+    learner_id = valid_learner_id(learner_id)
     secret = services.settings.secret_key
     now = utcnow()
     expires_at = now + TOKEN_TTL
@@ -175,6 +190,12 @@ def parse_link_message(message: InboundMessage) -> LinkRequest | None:
     return None
 
 
+def is_link_attempt(kind: str, text: str | None, payload: dict[str, Any] | None) -> bool:
+    """Would `parse_link_message` read this message as a token or code (not as `unlink`)?"""
+    request = parse_link_message(InboundMessage(kind=kind, text=text, payload=payload))
+    return request is not None and request.kind != "unlink"
+
+
 def _code_request(raw: str) -> LinkRequest | None:
     chunks = raw.split()
     code = normalise_code(raw)
@@ -216,15 +237,60 @@ def _render(services: Services, key: str, language: str | None, **params: Any) -
     return services.catalogue.render(key, language or "en", **params)
 
 
-async def link_contact(services: Services, contact: Contact, request: LinkRequest) -> Intercepted:
-    """Check a token or code and link the contact; every outcome has a clear answer."""
-    lang = contact.language
-    blocked_s = await services.coord.paused_for(_block_key(contact))
-    if blocked_s > 0:
-        minutes = max(1, round(blocked_s / 60))
+def _per_address(services: Services) -> Throttle:
+    return Throttle.of("link-fail-address", services.settings.link_failures_per_address)
+
+
+def _global(services: Services) -> Throttle:
+    return Throttle.of("link-fail-global", services.settings.link_failures_global)
+
+
+async def _wait_minutes(throttle: Throttle, services: Services, *ids: str) -> int:
+    return max(1, math.ceil(await throttle.retry_after_s(services.rate_limits, *ids) / 60))
+
+
+async def _count_failure(services: Services, contact: Contact, request: LinkRequest, source: str | None) -> None:
+    """A wrong token or code: counted for the chat, its source address and (codes) everyone."""
+    await _record_failure(services, contact)
+    if source:
+        await _per_address(services).hit(services.rate_limits, source)
+    if request.kind == "code":
+        glob = _global(services)
+        counted = await glob.hit(services.rate_limits, GLOBAL_ID)
+        if not counted or not await glob.allowed(services.rate_limits, GLOBAL_ID):
+            # the window is full: codes are paused for everyone, and the leads hear of it
+            await raise_alert(services, "link_guessing", {"window": services.settings.link_failures_global})
+
+
+def _check_lock(services: Services, request: LinkRequest, source: str | None) -> Any:
+    """Checking a limit and counting a failure happen under one lock, so a burst of attempts cannot all
+    pass the check before the first failure is counted: codes share one lock (the global limit spans
+    them all), a web chat token its source address's; other tokens need none (a chat's messages are
+    handled one at a time)."""
+    if request.kind == "code":
+        return services.coord.lock("link-check:codes", ttl_s=15.0, wait_s=15.0)
+    if source:
+        return services.coord.lock(f"link-check:{source}", ttl_s=15.0, wait_s=15.0)
+    return contextlib.nullcontext()
+
+
+async def _refused(
+    services: Services, request: LinkRequest, source: str | None, lang: str | None
+) -> Intercepted | None:
+    """The answer when this source address, or everyone (codes), sent too many wrong ones lately."""
+    if source and not await _per_address(services).allowed(services.rate_limits, source):
+        minutes = await _wait_minutes(_per_address(services), services, source)
         return Intercepted([_render(services, "link_rate_limited", lang, minutes=minutes)])
+    if request.kind == "code" and not await _global(services).allowed(services.rate_limits, GLOBAL_ID):
+        await raise_alert(services, "link_guessing", {"window": services.settings.link_failures_global})
+        minutes = await _wait_minutes(_global(services), services, GLOBAL_ID)
+        return Intercepted([_render(services, "link_paused", lang, minutes=minutes)])
+    return None
+
+
+async def _find_token(services: Services, request: LinkRequest) -> tuple[Any, ...] | None:
+    """(id, learner id, used at, used by, expires at) of the token or code asked for, if it exists."""
     secret = services.settings.secret_key
-    now = utcnow()
     async with services.db.session() as session:
         if request.kind == "token":
             row = None
@@ -236,12 +302,35 @@ async def link_contact(services: Services, contact: Contact, request: LinkReques
             row = (await session.execute(
                 select(LinkToken).where(LinkToken.short_code == code_hash(secret, request.value))
             )).scalar_one_or_none()
-        found = None if row is None else (row.id, row.learner_id, row.used_at, row.used_by_contact_id,
-                                           as_utc(row.expires_at))
+        if row is None:
+            return None
+        return row.id, row.learner_id, row.used_at, row.used_by_contact_id, as_utc(row.expires_at)
+
+
+async def link_contact(
+    services: Services, contact: Contact, request: LinkRequest, source: str | None = None
+) -> Intercepted:
+    """Check a token or code and link the contact; every outcome has a clear answer.
+
+    `source` is the pseudonym of the web chat's source address (None on other channels)."""
+    lang = contact.language
     wrong_key = "link_invalid_token" if request.kind == "token" else "link_invalid_code"
-    if found is None:
-        await _record_failure(services, contact)
-        return Intercepted([_render(services, wrong_key, lang)])
+    blocked_s = await services.coord.paused_for(_block_key(contact))
+    if blocked_s > 0:
+        minutes = max(1, round(blocked_s / 60))
+        return Intercepted([_render(services, "link_rate_limited", lang, minutes=minutes)])
+    try:
+        async with _check_lock(services, request, source):
+            refused = await _refused(services, request, source, lang)
+            if refused is not None:
+                return refused
+            found = await _find_token(services, request)
+            if found is None:
+                await _count_failure(services, contact, request, source)
+                return Intercepted([_render(services, wrong_key, lang)])
+    except LockTimeout:
+        return Intercepted([_render(services, "link_paused", lang, minutes=1)])
+    now = utcnow()
     token_id, learner_id, used_at, used_by, expires_at = found
     if used_at is not None:
         if used_by == contact.id and contact.learner_id == learner_id:
@@ -294,7 +383,7 @@ def _apply_link(contact: Contact, learner_id: str, learner: Learner | None, now:
     contact.timezone = learner.timezone or contact.timezone
     if learner.country:
         contact.country = learner.country.upper()[:8]
-    contact.display_name = learner.first_name[:128]
+    contact.display_name = clean_display_name(learner.first_name)
 
 
 async def unlink_contact(services: Services, contact: Contact) -> bool:
@@ -323,7 +412,8 @@ async def linking_interceptor(services: Services, contact: Contact, message: Inb
         lang = contact.language
         was_linked = await unlink_contact(services, contact)
         return Intercepted([_render(services, "link_unlinked" if was_linked else "link_not_linked", lang)])
-    return await link_contact(services, contact, request)
+    source = (message.payload or {}).get("source") if contact.channel == "web" else None
+    return await link_contact(services, contact, request, source if isinstance(source, str) else None)
 
 
 @command("unlink")
@@ -334,6 +424,17 @@ async def unlink_command(services: Services, contact: Contact, args: dict[str, A
 
 
 # --- admin API ------------------------------------------------------------------
+
+def valid_learner_id(raw: str) -> str:
+    """A learner id as the platform and the database take it: 1-64 characters of valid Unicode,
+    no control characters (BadInput otherwise)."""
+    learner_id = storable_text(raw, "learner_id").strip()
+    if not learner_id or len(learner_id) > 64:
+        raise BadInput("learner_id must be 1 to 64 characters")
+    if any(unicodedata.category(ch) in ("Cc", "Cf", "Cs") for ch in learner_id):
+        raise BadInput("learner_id contains control characters")
+    return learner_id
+
 
 def _json_error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
     return JSONResponse({"error": code, "message": message}, status_code=status, headers=headers)
@@ -347,24 +448,24 @@ async def check_learner(services: Services, learner_id: str) -> None:
         raise PlatformUnavailable(str(exc)) from exc
 
 
-async def create_link_token(request: Request) -> JSONResponse:
+async def create_link_token(request: Request) -> Response:
     """`POST /api/link-tokens` `{"learner_id"}` -> `{"token","telegram_url","whatsapp_text","expires_at"}`."""
     services: Services = request.app.state.services
-    admin_token = services.settings.admin_api_token
-    if not admin_token:
-        return _json_error(404, "not_found", "the admin API is off (ADMIN_API_TOKEN is unset)")
-    given = request.headers.get("authorization", "")
-    if not hmac.compare_digest(given.encode(), f"Bearer {admin_token}".encode()):
-        return _json_error(401, "unauthorized", "missing or wrong bearer token", {"WWW-Authenticate": "Bearer"})
+    if (denied := require_admin(request)) is not None:
+        return denied
     try:
-        body = await request.json()
-    except (ValueError, UnicodeDecodeError):
+        body = loads_json(await request.body())
+    except BadInput:
         return _json_error(400, "bad_request", "the body must be JSON: {\"learner_id\": \"...\"}")
     learner_id = body.get("learner_id") if isinstance(body, dict) else None
     if isinstance(learner_id, int) and not isinstance(learner_id, bool):
         learner_id = str(learner_id)
     if not isinstance(learner_id, str) or not learner_id.strip() or len(learner_id.strip()) > 64:
         return _json_error(400, "bad_request", "learner_id must be a non-empty string of at most 64 characters")
+    try:
+        learner_id = valid_learner_id(learner_id)
+    except BadInput as exc:
+        return _json_error(400, "bad_request", str(exc))
     learner_id = learner_id.strip()
     try:
         await check_learner(services, learner_id)

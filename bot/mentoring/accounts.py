@@ -1,4 +1,5 @@
-"""Mentor accounts: argon2 password hashes, creation and lookup."""
+"""Mentor accounts: argon2 password hashes, creation, lookup, deactivation, and ending their console
+sessions (a password change or deactivation ends them all)."""
 
 from __future__ import annotations
 
@@ -6,11 +7,13 @@ import asyncio
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from bot.channels.base import display_name as clean_display_name
 from bot.runtime.settings import LANGUAGES
-from bot.storage.models import Mentor
+from bot.storage.db import utcnow
+from bot.storage.models import ConsoleSession, Mentor
 
 ROLES: frozenset[str] = frozenset({"mentor", "lead"})
 MIN_PASSWORD_LEN = 10
@@ -81,10 +84,11 @@ async def add_mentor(
         raise AccountError("a Telegram user id is a positive number (a person, not a group)")
     langs = parse_languages(languages)
     password_hash = await asyncio.to_thread(hash_password, password)
+    name = clean_display_name(display_name)
     mentor = await find_by_email(session, email)
     if mentor is None:
         mentor = Mentor(email=email, password_hash=password_hash, languages=langs, role=role,
-                        display_name=display_name or email.split("@", 1)[0], on_duty=True, active=True,
+                        display_name=name or email.split("@", 1)[0], on_duty=True, active=True,
                         capacity=5 if capacity is None else capacity)
         session.add(mentor)
     else:
@@ -92,8 +96,10 @@ async def add_mentor(
         mentor.languages = langs
         mentor.role = role
         mentor.active = True
-        if display_name:
-            mentor.display_name = display_name
+        if name:
+            mentor.display_name = name
+        # a new password ends every session opened with the old one
+        await revoke_all_sessions(session, mentor.id)
     if capacity is not None:
         mentor.capacity = capacity
     await session.flush()
@@ -102,3 +108,33 @@ async def add_mentor(
 
         await set_telegram_account(session, mentor, telegram_user_id)
     return mentor
+
+
+async def _existing(session: AsyncSession, email: str) -> Mentor:
+    mentor = await find_by_email(session, email)
+    if mentor is None:
+        raise AccountError(f"no mentor with the e-mail {email.strip().lower()}")
+    return mentor
+
+
+async def deactivate_mentor(session: AsyncSession, email: str) -> Mentor:
+    """Close a mentor's account: no login, and every open console session ends now."""
+    mentor = await _existing(session, email)
+    mentor.active = False
+    mentor.on_duty = False
+    await revoke_all_sessions(session, mentor.id)
+    await session.flush()
+    return mentor
+
+
+async def log_out_everywhere(session: AsyncSession, email: str) -> int:
+    """End every console session of a mentor (a lost phone); returns how many were open."""
+    return await revoke_all_sessions(session, (await _existing(session, email)).id)
+
+
+async def revoke_all_sessions(session: AsyncSession, mentor_id: int) -> int:
+    """End every console session of a mentor, in the caller's transaction; returns how many were live."""
+    result = await session.execute(
+        update(ConsoleSession).where(ConsoleSession.mentor_id == mentor_id, ConsoleSession.revoked_at.is_(None))
+        .values(revoked_at=utcnow()).execution_options(synchronize_session=False))
+    return int(getattr(result, "rowcount", 0) or 0)

@@ -13,7 +13,7 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_object_session
 
 from bot.conversation.commands import CommandResult, command
@@ -54,15 +54,6 @@ class HandoffError(Exception):
 
 def mentor_languages(mentor: Mentor) -> set[str]:
     return {part.strip().lower() for part in (mentor.languages or "").split(",") if part.strip()}
-
-
-def can_see(mentor: Mentor, handoff: Handoff) -> bool:
-    """Leads see everything; mentors see waiting conversations in their languages and their own."""
-    if mentor.role == "lead":
-        return True
-    if handoff.mentor_id == mentor.id:
-        return True
-    return handoff.state == "waiting" and handoff.language in mentor_languages(mentor)
 
 
 def mentor_name(mentor: Mentor) -> str:
@@ -117,9 +108,10 @@ async def lock_contact(session: AsyncSession, contact_id: int) -> Contact:
 
 @dataclass(frozen=True)
 class Opened:
-    """The contact's open hand-off after a request, whether the request made it urgent, the learner's replies."""
+    """The contact's open hand-off after a request (None: refused, the web chat's cap), whether the request
+    made it urgent, the learner's replies."""
 
-    handoff: Handoff
+    handoff: Handoff | None
     newly_urgent: bool
     replies: list[Rendered]
 
@@ -161,6 +153,13 @@ async def open_or_upgrade(
         message, _facts = await promise_for(services, session, contact, handoff, again=not newly)
         return Opened(handoff, newly, [message])
 
+    if contact.channel == "web" and await _webchat_full(services, session):
+        # the web chat is anonymous: a cap keeps it from filling the mentors' queue
+        log.warning("web chat hand-off refused: %d open from the web chat",
+                    services.settings.webchat_max_open_handoffs)
+        audit(session, services.settings, actor="learner", action="handoff.refused_webchat_full",
+              contact_key=contact.key, detail={"reason": reason, "urgent": urgent})
+        return Opened(None, False, [services.catalogue.render("handoff_webchat_full", language)])
     handoff = Handoff(
         contact_id=contact.id,
         state="waiting",
@@ -198,6 +197,15 @@ async def request_handoff(
 
         return (await escalate(services, session, contact, reason=reason, source="learner")).replies
     return (await open_or_upgrade(services, session, contact, reason, urgent=False)).replies
+
+
+async def _webchat_full(services: Services, session: AsyncSession) -> bool:
+    """Are WEBCHAT_MAX_OPEN_HANDOFFS hand-offs from the web chat open already?"""
+    open_from_web = (await session.execute(
+        select(func.count()).select_from(Handoff).join(Contact, Contact.id == Handoff.contact_id)
+        .where(Handoff.state.in_(OPEN_STATES), Contact.channel == "web")
+    )).scalar_one()
+    return int(open_from_web) >= services.settings.webchat_max_open_handoffs
 
 
 @command("handoff")

@@ -35,9 +35,10 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Escalation:
-    """The urgent hand-off, whether this call made it urgent, and what to tell the learner."""
+    """The urgent hand-off (None when none could be opened: the web chat's cap), whether this call made it
+    urgent, and what to tell the learner."""
 
-    handoff: Handoff
+    handoff: Handoff | None
     newly_urgent: bool
     replies: list[Rendered]
 

@@ -1,4 +1,5 @@
-"""Admin API of broadcasts (Bearer `ADMIN_API_TOKEN`; the API is off when the token is unset).
+"""Admin API of broadcasts (Bearer `ADMIN_API_TOKEN`, checked by `bot.security.bearer.require_admin`;
+the API is off when the token is unset).
 
 POST /api/broadcasts             {"texts": {"en": …, "ar": …} | "catalogue_key": …, "segment": {…}, "send_at": ISO}
 GET  /api/broadcasts             recent broadcasts
@@ -9,8 +10,6 @@ POST /api/broadcasts/{id}/cancel
 
 from __future__ import annotations
 
-import hmac
-import json
 from typing import Any
 
 from starlette.requests import Request
@@ -29,6 +28,8 @@ from bot.reminders.broadcasts import (
     progress,
 )
 from bot.runtime.services import Services
+from bot.security.bearer import require_admin
+from bot.security.inputs import BadInput, bounded_int, db_id, loads_json
 
 
 def _services(request: Request) -> Services:
@@ -36,38 +37,30 @@ def _services(request: Request) -> Services:
     return services
 
 
-def _unauthorised(request: Request) -> Response | None:
-    token = _services(request).settings.admin_api_token
-    if not token:
-        return JSONResponse({"error": "the admin API is off (ADMIN_API_TOKEN is not set)"}, status_code=404)
-    given = request.headers.get("authorization", "")
-    scheme, _, value = given.partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(value.strip().encode(), token.encode()):
-        return JSONResponse(
-            {"error": "a valid bearer token is required"}, status_code=401, headers={"WWW-Authenticate": "Bearer"}
-        )
-    return None
-
-
 async def _json_body(request: Request) -> dict[str, Any]:
     try:
-        body = json.loads(await request.body() or b"{}")
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BroadcastError("the body must be JSON") from exc
+        body = loads_json(await request.body() or b"{}")
+    except BadInput as exc:
+        raise BroadcastError(f"the body must be JSON ({exc})") from exc
     if not isinstance(body, dict):
         raise BroadcastError("the body must be a JSON object")
     return body
 
 
 def _broadcast_id(request: Request) -> int | None:
+    """The path's id, None when it cannot be one (out of the database's range)."""
     try:
-        return int(request.path_params["broadcast_id"])
-    except (KeyError, ValueError):
+        return db_id(request.path_params["broadcast_id"])
+    except (KeyError, BadInput):
         return None
 
 
+def _bad_id() -> Response:
+    return JSONResponse({"error": "the broadcast id is not a valid id"}, status_code=400)
+
+
 async def create(request: Request) -> Response:
-    if (denied := _unauthorised(request)) is not None:
+    if (denied := require_admin(request)) is not None:
         return denied
     try:
         body = await _json_body(request)
@@ -85,27 +78,29 @@ async def create(request: Request) -> Response:
 
 
 async def index(request: Request) -> Response:
-    if (denied := _unauthorised(request)) is not None:
+    if (denied := require_admin(request)) is not None:
         return denied
     try:
-        limit = int(request.query_params.get("limit", "50"))
-    except ValueError:
-        return JSONResponse({"error": "limit must be a number"}, status_code=400)
+        limit = bounded_int(request.query_params.get("limit", "50"), 1, 500, "limit")
+    except BadInput as exc:
+        return JSONResponse({"error": str(exc)}, status_code=400)
     return JSONResponse({"items": await list_broadcasts(_services(request), limit)})
 
 
 async def show(request: Request) -> Response:
-    if (denied := _unauthorised(request)) is not None:
+    if (denied := require_admin(request)) is not None:
         return denied
     broadcast_id = _broadcast_id(request)
-    found = await progress(_services(request), broadcast_id) if broadcast_id is not None else None
+    if broadcast_id is None:
+        return _bad_id()
+    found = await progress(_services(request), broadcast_id)
     if found is None:
         return JSONResponse({"error": "no such broadcast"}, status_code=404)
     return JSONResponse(found)
 
 
 async def preview_view(request: Request) -> Response:
-    if (denied := _unauthorised(request)) is not None:
+    if (denied := require_admin(request)) is not None:
         return denied
     try:
         body = await _json_body(request)
@@ -119,10 +114,12 @@ async def preview_view(request: Request) -> Response:
 
 
 async def cancel(request: Request) -> Response:
-    if (denied := _unauthorised(request)) is not None:
+    if (denied := require_admin(request)) is not None:
         return denied
     broadcast_id = _broadcast_id(request)
-    found = await cancel_broadcast(_services(request), broadcast_id) if broadcast_id is not None else None
+    if broadcast_id is None:
+        return _bad_id()
+    found = await cancel_broadcast(_services(request), broadcast_id)
     if found is None:
         return JSONResponse({"error": "no such broadcast"}, status_code=404)
     return JSONResponse(found)

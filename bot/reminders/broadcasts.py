@@ -4,7 +4,10 @@ Expansion writes one outbox row per recipient with the idempotency key
 `broadcast:{id}:{contact_id}`, in the same transaction that moves the broadcast from
 `scheduled` to `sending`: a crash before the commit leaves it scheduled (expanded again,
 nothing was written), a crash after leaves every row in place, and the unique key makes a
-second expansion a no-op. Status: scheduled -> sending -> done, or cancelled.
+second expansion a no-op. Status: scheduled -> sending -> done, or cancelled; a broadcast
+that cannot be expanded (other than the platform being away, which it waits out) is
+`failed` with its `failure_reason`, and the others go ahead. Texts are checked like a
+learner's text: NUL and lone surrogates are refused, controls and bidi overrides stripped.
 
 Segments: `language`, `country`, `channel` (contact fields), `course` and `enrolment_status`
 (from the platform's `GET /v1/learners/{id}/enrolments`, through the platform client and its
@@ -16,17 +19,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import unicodedata
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, select, update
+from sqlalchemy.exc import DisconnectionError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from bot.conversation.text import clean_text, storable
 from bot.i18n.catalogue import normalise_language
 from bot.reminders.dispatch import insert_ignore
 from bot.runtime.services import Services
 from bot.runtime.settings import DEFAULT_LANGUAGE, LANGUAGES
+from bot.security.inputs import BadInput, storable_text, utc_time
 from bot.storage.db import as_utc, utcnow
 from bot.storage.models import Broadcast, Contact, Outbox
 
@@ -36,6 +43,7 @@ SEGMENT_KEYS = ("language", "country", "channel", "course", "enrolment_status", 
 PLATFORM_KEYS = ("course", "enrolment_status")
 ENROLMENT_STATUSES = ("pending", "active", "completed", "dropped")
 MAX_TEXT_CHARS = 4000
+MAX_SEGMENT_VALUES = 100
 PLATFORM_CONCURRENCY = 10
 INSERT_CHUNK = 5000
 
@@ -61,6 +69,17 @@ def broadcast_key(broadcast_id: int, contact_id: int) -> str:
 
 # --- validation ---------------------------------------------------------------------
 
+def _segment_value(key: str, value: str) -> str:
+    try:
+        storable_text(value, f"segment {key}")
+    except BadInput as exc:
+        raise BroadcastError(str(exc)) from exc
+    value = value.strip()
+    if len(value) > 128 or any(unicodedata.category(ch) in ("Cc", "Cf") for ch in value):
+        raise BroadcastError(f"segment {key!r} has a value that is too long or holds control characters")
+    return value
+
+
 def parse_segment(raw: Any) -> dict[str, list[str]]:
     """`{"language": "ar", "channel": ["telegram"]}` or `"language=ar|fa,channel=telegram"` -> lists."""
     if raw is None or raw == "" or raw == {}:
@@ -82,7 +101,9 @@ def parse_segment(raw: Any) -> dict[str, list[str]]:
         if key not in SEGMENT_KEYS:
             raise BroadcastError(f"unknown segment key {key!r}; use {', '.join(SEGMENT_KEYS)}")
         values = value if isinstance(value, list) else [value]
-        cleaned = [str(v).strip() for v in values if str(v).strip()]
+        if len(values) > MAX_SEGMENT_VALUES or any(not isinstance(v, str | int) or isinstance(v, bool) for v in values):
+            raise BroadcastError(f"segment {key!r} takes up to {MAX_SEGMENT_VALUES} plain values")
+        cleaned = [_segment_value(key, str(v)) for v in values if str(v).strip()]
         if not cleaned:
             raise BroadcastError(f"segment {key!r} needs a value")
         if key == "language":
@@ -118,7 +139,14 @@ def validate_texts(texts: Any, catalogue_key: Any, services: Services) -> tuple[
             raise BroadcastError(f"text for {lang} is empty")
         if len(text) > MAX_TEXT_CHARS:
             raise BroadcastError(f"text for {lang} is longer than {MAX_TEXT_CHARS} characters")
-        cleaned[lang] = text.strip()
+        try:
+            # what no database or provider takes is refused; the rest is cleaned like a learner's text
+            storable_text(text, f"text for {lang}")
+        except BadInput as exc:
+            raise BroadcastError(str(exc)) from exc
+        cleaned[lang], _ = clean_text(text)
+        if not cleaned[lang]:
+            raise BroadcastError(f"text for {lang} is empty")
     return cleaned, None
 
 
@@ -128,13 +156,18 @@ def parse_time(value: Any) -> datetime | None:
         return None
     if not isinstance(value, str):
         raise BroadcastError("send_at must be an ISO 8601 string")
+    if len(value) > 64:
+        raise BroadcastError("send_at is not an ISO 8601 time")
     try:
         moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError as exc:
-        raise BroadcastError(f"send_at {value!r} is not an ISO 8601 time") from exc
+        raise BroadcastError(f"send_at {value[:64]!r} is not an ISO 8601 time") from exc
     if moment.tzinfo is None:
         raise BroadcastError("send_at needs a UTC offset, e.g. 2026-03-01T09:00:00+00:00")
-    return as_utc(moment)
+    try:
+        return utc_time(moment, "send_at")
+    except BadInput as exc:
+        raise BroadcastError(str(exc)) from exc
 
 
 # --- recipients -----------------------------------------------------------------------
@@ -224,10 +257,11 @@ async def create_broadcast(
     """Validate and store a broadcast (expanded by the worker at `send_at`, or right away)."""
     clean_texts, key = validate_texts(texts, catalogue_key, services)
     parsed_segment = parse_segment(segment)
+    author = _segment_value("created_by", str(created_by))[:64] or "admin"
     when = send_at if isinstance(send_at, datetime) else parse_time(send_at)
     async with services.db.session() as session:
         row = Broadcast(
-            created_by=str(created_by)[:64],
+            created_by=author,
             texts=clean_texts,
             catalogue_key=key,
             segment=parsed_segment,
@@ -312,7 +346,40 @@ async def expand_due_broadcasts(services: Services, now: datetime | None = None)
             expanded += 1
         except PlatformNeeded:
             log.warning("broadcast %s waits for the platform to expand its segment", broadcast_id)
+        except Exception as exc:  # noqa: BLE001  (one broadcast that cannot expand must not hold up the others)
+            if _transient(exc):
+                log.warning("broadcast %s not expanded this round: %s", broadcast_id, type(exc).__name__)
+                continue
+            await _mark_failed(services, broadcast_id, exc)
     return expanded
+
+
+def _transient(exc: BaseException) -> bool:
+    """The database or the network went away for a moment: try again next round, do not fail it."""
+    if isinstance(exc, OSError | TimeoutError | OperationalError | DisconnectionError):
+        return True
+    return bool(getattr(exc, "connection_invalidated", False))
+
+
+def failure_reason(exc: BaseException) -> str:
+    """Why an expansion failed, for staff: the error's kind and first line (no statement, no parameters)."""
+    cause = getattr(exc, "orig", None) or exc
+    cause = cause.__cause__ or cause  # the driver's own error under SQLAlchemy's adapter
+    first_line = (str(cause).strip().splitlines() or [""])[0]
+    return f"could not expand: {type(cause).__name__}: {first_line}"[:300]
+
+
+async def _mark_failed(services: Services, broadcast_id: int, exc: BaseException) -> None:
+    """Mark a scheduled broadcast failed with its reason (the worker never tries it again)."""
+    reason = failure_reason(exc)
+    log.warning("broadcast %s failed: %s", broadcast_id, reason)
+    async with services.db.session() as session:
+        await session.execute(
+            update(Broadcast)
+            .where(Broadcast.id == broadcast_id, Broadcast.status == "scheduled")
+            .values(status="failed", failure_reason=storable(reason), finished_at=utcnow())
+            .execution_options(synchronize_session=False)
+        )
 
 
 async def finish_broadcasts(services: Services) -> int:
@@ -390,6 +457,7 @@ def describe(broadcast: Broadcast) -> dict[str, Any]:
         "started_at": as_utc(broadcast.started_at).isoformat() if broadcast.started_at else None,
         "finished_at": as_utc(broadcast.finished_at).isoformat() if broadcast.finished_at else None,
         "recipients": broadcast.recipients,
+        "failure_reason": broadcast.failure_reason,
     }
 
 

@@ -79,7 +79,8 @@ def cmd_gateway(args: argparse.Namespace) -> int:
     settings = _settings()
     _setup_logging(settings)
     app = create_app(settings=settings, run_worker=args.with_worker or None)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
+    # X-Forwarded-For is trusted by the app, from FORWARDED_ALLOW_IPS only (bot/security/client_address.py)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False, proxy_headers=False)
     return 0
 
 
@@ -206,7 +207,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     threading.Thread(target=announce, daemon=True).start()
     try:
-        uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
+        uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False, proxy_headers=False)
     finally:
         stop_children()
     return 0

@@ -117,8 +117,32 @@ class Settings(BaseSettings):
                                         description="bearer token of the admin API; unset = admin API off")
     metrics_token: str | None = Field(None, validation_alias=_env("METRICS_TOKEN"),
                                       description="bearer token for /metrics; unset = metrics not public")
-    forwarded_allow_ips: tuple[str, ...] = Field((), validation_alias=_env("FORWARDED_ALLOW_IPS"),
-                                                 description="proxies whose X-Forwarded-For is trusted")
+    forwarded_allow_ips: tuple[str, ...] = Field(
+        (), validation_alias=_env("FORWARDED_ALLOW_IPS"),
+        description="proxies (addresses or networks, comma-separated) whose X-Forwarded-For is trusted (default: none)",
+    )
+
+    # --- abuse limits (the `limits` library's notation: "20/minute;200/hour", every window applies)
+    webchat_limit_per_client: str = Field(
+        "12/minute;200/hour", validation_alias=_env("WEBCHAT_LIMIT_PER_CLIENT"),
+        description="web chat messages one browser (client id) may post",
+    )
+    webchat_limit_per_address: str = Field(
+        "60/minute;1000/hour", validation_alias=_env("WEBCHAT_LIMIT_PER_ADDRESS"),
+        description="web chat messages one source address may post, all its client ids together",
+    )
+    webchat_max_open_handoffs: int = Field(
+        20, ge=0, validation_alias=_env("WEBCHAT_MAX_OPEN_HANDOFFS"),
+        description="open hand-offs from the anonymous web chat at a time; more are refused with an explanation",
+    )
+    link_failures_per_address: str = Field(
+        "10/15 minutes", validation_alias=_env("LINK_FAILURES_PER_ADDRESS"),
+        description="wrong link codes one web chat source address may send",
+    )
+    link_failures_global: str = Field(
+        "100/10 minutes", validation_alias=_env("LINK_FAILURES_GLOBAL"),
+        description="wrong link codes from everyone; past it code linking pauses and the leads are alerted",
+    )
 
     # --- hand-off and console
     handoff_claim_timeout_s: float = Field(300.0, gt=0, validation_alias=_env("HANDOFF_CLAIM_TIMEOUT_S"))
@@ -135,6 +159,12 @@ class Settings(BaseSettings):
     mentor_office_hours_by_language: dict[str, str] = Field(default_factory=dict)
     satisfaction_survey: bool = Field(True, validation_alias=_env("SATISFACTION_SURVEY"),
                                       description="ask the learner for a 1-5 rating after a resolved hand-off")
+    handoff_review_window_s: float = Field(
+        3600.0, ge=0, validation_alias=_env("HANDOFF_REVIEW_WINDOW_S"),
+        description="how long after a hand-off ends its mentor may still read it (up to its end); leads always may",
+    )
+    media_max_bytes: int = Field(25 * 1024 * 1024, gt=0, validation_alias=_env("MEDIA_MAX_BYTES"),
+                                 description="largest learner file the console relays from the provider")
 
     # --- reminders and sending
     reminder_offsets_h: tuple[int, ...] = Field((168, 24), validation_alias=_env("REMINDER_OFFSETS_H"))
@@ -161,6 +191,31 @@ class Settings(BaseSettings):
     @classmethod
     def _no_trailing_slash(cls, value: str) -> str:
         return value.rstrip("/")
+
+    @field_validator("webchat_limit_per_client", "webchat_limit_per_address", "link_failures_per_address",
+                     "link_failures_global")
+    @classmethod
+    def _rate_limit(cls, value: str) -> str:
+        from limits import parse_many
+
+        try:
+            parse_many(value)
+        except ValueError as exc:
+            raise ValueError(f"{value!r} is not a rate limit such as '20/minute;200/hour'") from exc
+        return value
+
+    @field_validator("forwarded_allow_ips")
+    @classmethod
+    def _networks(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        import ipaddress
+
+        for entry in value:
+            if entry != "*":
+                try:
+                    ipaddress.ip_network(entry, strict=False)
+                except ValueError as exc:
+                    raise ValueError(f"FORWARDED_ALLOW_IPS: {entry!r} is not an address or network") from exc
+        return value
 
     @field_validator("platform_api_url", "demo_platform_url")
     @classmethod

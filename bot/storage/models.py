@@ -200,6 +200,20 @@ class Mentor(Base):
     created_at: Mapped[datetime] = mapped_column(TS, default=utcnow)
 
 
+class ConsoleSession(Base):
+    """A signed-in console: the cookie carries a random token whose hash is kept here, so logging
+    out, a password change, deactivation and "log out everywhere" end it on the server."""
+
+    __tablename__ = "console_sessions"
+
+    id: Mapped[int] = mapped_column(PK, primary_key=True, autoincrement=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    mentor_id: Mapped[int] = mapped_column(ForeignKey("mentors.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[datetime] = mapped_column(TS, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(TS)
+    revoked_at: Mapped[datetime | None] = mapped_column(TS)
+
+
 class Handoff(Base):
     """One escalation of a conversation to a human, from waiting to resolved."""
 
@@ -434,8 +448,10 @@ class Broadcast(Base):
     catalogue_key: Mapped[str | None] = mapped_column(String(128))
     segment: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     send_at: Mapped[datetime | None] = mapped_column(TS)
-    # scheduled | sending | done | cancelled
+    # scheduled | sending | done | cancelled | failed
     status: Mapped[str] = mapped_column(String(16), default="scheduled")
+    # why a broadcast failed to expand (shown to staff; never learner data)
+    failure_reason: Mapped[str | None] = mapped_column(String(300))
     recipients: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(TS, default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(TS)

@@ -11,6 +11,7 @@ from typing import Any
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
@@ -20,7 +21,9 @@ from bot.conversation import pipeline
 from bot.outbox.sender import OutboxSender
 from bot.runtime.services import Services
 from bot.runtime.settings import Settings
+from bot.security.bearer import check_bearer
 from bot.web import nlg, webchat, webhooks
+from bot.web.headers import SecurityHeaders
 from bot.web.webhooks import WebhookEndpoint
 
 log = logging.getLogger(__name__)
@@ -39,8 +42,7 @@ COMMAND_MODULES = (
     "bot.reminders.optout",
 )
 # modules with `routes() -> list[BaseRoute]`
-ROUTE_MODULES = ("bot.learners.linking", "bot.reminders.admin", "bot.web.console.routes",
-                 "bot.web.console.mentor_tools")
+ROUTE_MODULES = ("bot.learners.linking", "bot.reminders.admin", "bot.web.console.routes")
 
 
 def _import(name: str) -> Any:
@@ -83,7 +85,11 @@ async def healthz(request: Request) -> Response:
 
 
 async def metrics_endpoint(request: Request) -> Response:
-    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+    """Prometheus metrics, for a scraper that presents `METRICS_TOKEN` (404 while it is unset)."""
+    token = request.app.state.services.settings.metrics_token
+    if (denied := check_bearer(request, token, "/metrics (METRICS_TOKEN is unset)")) is not None:
+        return denied
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST, headers={"Cache-Control": "no-store"})
 
 
 class GatewayApp(Starlette):
@@ -113,7 +119,8 @@ class GatewayApp(Starlette):
 
 
 async def home(request: Request) -> Response:
-    return RedirectResponse("/chat")
+    enabled = request.app.state.services.settings.webchat_enabled
+    return RedirectResponse("/chat" if enabled else "/console")
 
 
 def create_app(
@@ -159,10 +166,10 @@ def create_app(
         Route("/metrics", metrics_endpoint),
         *webhooks.routes(),
         *nlg.routes(),
-        *webchat.routes(),
+        *(webchat.routes() if settings.webchat_enabled else []),
         *component_routes(settings),
     ]
-    app = GatewayApp(routes=routes, lifespan=lifespan)
+    app = GatewayApp(routes=routes, lifespan=lifespan, middleware=[Middleware(SecurityHeaders)])
     app.state.services = services if services is not None else Services.build(settings)
     return app
 

@@ -7,7 +7,6 @@ learner asked to switch) wins, then the gateway's metadata on the latest message
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any
 
@@ -16,8 +15,12 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from bot.i18n.catalogue import Catalogue, normalise_language
+from bot.security.inputs import BadInput, loads_json
 
 log = logging.getLogger(__name__)
+# Rasa 3.6 sends the whole tracker with every events (`EventVerbosity.ALL`), which grows with the
+# conversation: the cap only keeps an endless body from filling the memory
+MAX_BODY_BYTES = 16_000_000
 
 
 def language_of(tracker: dict[str, Any]) -> str:
@@ -56,12 +59,26 @@ def render_nlg(catalogue: Catalogue, body: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+async def _body(request: Request) -> bytes:
+    """The request body, refused past MAX_BODY_BYTES while it arrives."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise BadInput("body too large")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 async def nlg_endpoint(request: Request) -> Response:
     try:
-        body = json.loads(await request.body())
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        return JSONResponse({"error": "bad request"}, status_code=400)
+        body = loads_json(await _body(request))
+    except BadInput as exc:
+        log.warning("NLG request refused: %s", exc)
+        return JSONResponse({"error": "bad request", "detail": str(exc)}, status_code=400)
     if not isinstance(body, dict):
+        log.warning("NLG request refused: not a JSON object")
         return JSONResponse({"error": "bad request"}, status_code=400)
     return JSONResponse(render_nlg(request.app.state.services.catalogue, body))
 

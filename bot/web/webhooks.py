@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -18,7 +19,15 @@ from sqlalchemy.exc import SQLAlchemyError
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from bot.channels.base import Channel, HttpRequestData, Ignored, ParseError, VerifyError
+from bot.channels.base import (
+    Channel,
+    HttpRequestData,
+    Ignored,
+    InboundEvent,
+    ParseError,
+    ParseResult,
+    VerifyError,
+)
 from bot.conversation import pipeline
 from bot.runtime import metrics
 from bot.runtime.services import Services
@@ -29,11 +38,15 @@ MAX_BODY_BYTES = 1_000_000
 _STORAGE_ERRORS = (SQLAlchemyError, asyncpg.PostgresError, asyncpg.InterfaceError, OSError)
 
 
+class UnexpectedShape(ParseError):
+    """A channel's parser failed on a verified body: logged with its traceback (a parser to mend)."""
+
+
 class ClientGone(Exception):
     """The provider hung up before its body arrived: nothing to answer."""
 
 
-async def _read_body(receive: Receive) -> bytes:
+async def read_body(receive: Receive) -> bytes:
     """The request body, refused past MAX_BODY_BYTES while it is still arriving."""
     chunks: list[bytes] = []
     size = 0
@@ -68,10 +81,12 @@ def _request_data(scope: Scope, body: bytes, form: bool) -> HttpRequestData:
     return HttpRequestData(url=f"{url}?{query}" if query else url, headers=headers, body=body, form=fields)
 
 
-async def _answer(send: Send, status: int, content: dict[str, Any]) -> None:
+async def answer_json(send: Send, status: int, content: dict[str, Any],
+                  headers: list[tuple[bytes, bytes]] | None = None) -> None:
     body = json.dumps(content, ensure_ascii=False, separators=(",", ":")).encode()
     await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                            *(headers or [])]})
     await send({"type": "http.response.body", "body": body})
 
 
@@ -88,27 +103,42 @@ class WebhookEndpoint:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         services: Services = scope["app"].state.services
         try:
-            body = await _read_body(receive)
+            body = await read_body(receive)
         except ClientGone:
             return
         except ParseError as exc:
             metrics.REJECTED.labels(self.channel_name, "400").inc()
-            await _answer(send, 400, {"error": "bad request", "detail": str(exc)})
+            await answer_json(send, 400, {"error": "bad request", "detail": str(exc)})
             return
         if self.status_callback:
             status, content = await handle_status(services, scope, body)
-            await _answer(send, status, content)
+            await answer_json(send, status, content)
             return
         status, content, keys = await handle_inbound(services, self.channel_name, scope, body, self.form)
         if keys:
             pipeline.schedule(services, keys)
-        await _answer(send, status, content)
+        await answer_json(send, status, content)
+
+
+def _parse(channel: Channel, data: HttpRequestData) -> ParseResult:
+    """The channel's parse of a verified request. Parsing depends on the body alone, so a parser
+    that fails on some shape would fail on every redelivery too: that is a 400, logged with its
+    traceback, never a 5xx the provider retries forever."""
+    try:
+        return channel.parse(data)
+    except ParseError:
+        raise
+    except Exception as exc:  # (see above: the body can never succeed)
+        raise UnexpectedShape(f"unexpected update shape ({type(exc).__name__})") from exc
 
 
 async def handle_inbound(
-    services: Services, channel_name: str, scope: Scope, body: bytes, form: bool
+    services: Services, channel_name: str, scope: Scope, body: bytes, form: bool,
+    amend: Callable[[list[InboundEvent]], None] | None = None,
 ) -> tuple[int, dict[str, Any], list[str]]:
-    """The shared webhook flow of every channel: (status, answer, contact keys to process)."""
+    """The shared webhook flow of every channel: (status, answer, contact keys to process).
+
+    `amend` may add what only the HTTP request knows to the parsed events before they are stored."""
     started = time.perf_counter()
     channel: Channel | None = services.channels.get(channel_name)
     if channel is None:
@@ -117,7 +147,7 @@ async def handle_inbound(
     try:
         data = _request_data(scope, body, form)
         channel.verify(data)
-        parsed = channel.parse(data)
+        parsed = _parse(channel, data)
         if channel_name == "telegram":
             # the mentor group's updates and mentors' link requests come to the same bot
             from bot.mentoring.group.inbound import take_mentor_updates
@@ -129,6 +159,8 @@ async def handle_inbound(
             metrics.IGNORED.labels(channel_name).inc()
             log.info("%s update ignored: %s", channel_name, parsed.reason)
             return 200, {"ok": True, "ignored": parsed.reason}, []
+        if amend is not None:
+            amend(parsed)
         keys = await pipeline.accept(services, parsed)
     except VerifyError as exc:
         status = exc.status
@@ -138,7 +170,7 @@ async def handle_inbound(
     except ParseError as exc:
         status = 400
         metrics.REJECTED.labels(channel_name, "400").inc()
-        log.warning("%s webhook unparseable: %s", channel_name, exc)
+        log.warning("%s webhook unparseable: %s", channel_name, exc, exc_info=isinstance(exc, UnexpectedShape))
         return 400, {"error": "bad request", "detail": str(exc)}, []
     except _STORAGE_ERRORS:
         status = 503

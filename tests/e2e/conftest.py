@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from bot.runtime.services import Services
-from tests.e2e.stack import TELEGRAM_SECRET, TWILIO_TOKEN, Stack
+from tests.e2e.stack import METRICS_TOKEN, TELEGRAM_SECRET, TWILIO_TOKEN, Stack
 
 _update_ids = itertools.count(1)
 _chat_ids = itertools.count(700_001)
@@ -89,7 +89,7 @@ class E2E:
 
     async def rasa_errors(self) -> float:
         """The gateway's count of failed Rasa calls (Prometheus)."""
-        text = (await self.http.get("/metrics")).text
+        text = (await self.http.get("/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"})).text
         for line in text.splitlines():
             if line.startswith("sanad_rasa_errors_total "):
                 return float(line.split()[1])

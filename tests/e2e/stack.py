@@ -36,6 +36,7 @@ TWILIO_FROM = "whatsapp:+14155238886"
 PG_ADMIN_DSN = os.environ.get("SANAD_TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")
 PG_BASE = PG_ADMIN_DSN.rsplit("/", 1)[0]
 REDIS_URL = os.environ.get("SANAD_TEST_REDIS", "redis://127.0.0.1:6379/0")
+METRICS_TOKEN = "e2e-metrics-token"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PYTHON = str(PROJECT_ROOT / ".venv" / "bin" / "python")
 
@@ -230,6 +231,7 @@ class Stack:
             "TWILIO_WHATSAPP_FROM": TWILIO_FROM,
             "TWILIO_API_BASE_URL": self.twilio.url,
             "E2E_REDELIVERY_INTERVAL_S": str(self.redelivery_interval_s),
+            "METRICS_TOKEN": METRICS_TOKEN,
             "TF_CPP_MIN_LOG_LEVEL": "2",
             "SQLALCHEMY_SILENCE_UBER_WARNING": "1",
             "PYTHONWARNINGS": "ignore",

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -24,10 +23,12 @@ from bot.channels.base import (
     SendErrorKind,
     SendResult,
     VerifyError,
+    display_name,
 )
 from bot.channels.telegram.transport import KeepAliveRequest
 from bot.conversation.text import split_text
 from bot.runtime.settings import Settings
+from bot.security.inputs import BadInput, loads_json
 from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup
 from telegram.error import BadRequest, Forbidden, InvalidToken, NetworkError, RetryAfter, TelegramError, TimedOut
 
@@ -95,11 +96,57 @@ def classified_errors() -> Iterator[None]:
         raise SendError(SendErrorKind.TRANSIENT, type(exc).__name__) from exc
     except TelegramError as exc:
         raise SendError(SendErrorKind.TRANSIENT, exc.message[:80]) from exc
+# Telegram's ids are integers of at most 52 significant bits: https://core.telegram.org/bots/api#chat
+MAX_CHAT_ID = 2**53
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _str(value: Any, limit: int | None = None) -> str | None:
+    """A string field (cut at `limit`), or None when the update carries anything else there."""
+    return value[:limit] if isinstance(value, str) and value else None
+
+
+def _int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def _chat_id(value: Any) -> str:
+    """A chat id as the address: Telegram's are integers; anything else is not a Telegram update."""
+    chat_id = _int(value)
+    if chat_id is None or abs(chat_id) > MAX_CHAT_ID:
+        raise ParseError("chat id is not a Telegram chat id (an integer)")
+    return str(chat_id)
 
 
 def _name(user: dict[str, Any]) -> str | None:
-    name = user.get("first_name")
-    return str(name)[:128] if name else None
+    return display_name(user.get("first_name"))
+
+
+def _language(user: dict[str, Any]) -> str | None:
+    return _str(user.get("language_code"), 16)
+
+
+def _largest_photo(sizes: list[Any]) -> str | None:
+    """The file id of the largest photo size, going by file_size, then width; sizes that are not
+    objects with a string file_id are passed over."""
+    best: tuple[int, str] | None = None
+    for size in sizes:
+        if not isinstance(size, dict):
+            continue
+        file_id = _str(size.get("file_id"), 512)
+        if file_id is None:
+            continue
+        weight = _int(size.get("file_size")) or _int(size.get("width")) or 0
+        if best is None or weight > best[0]:
+            best = (weight, file_id)
+    return best[1] if best else None
 
 
 class TelegramChannel:
@@ -132,10 +179,10 @@ class TelegramChannel:
 
     def parse(self, request: HttpRequestData) -> ParseResult:
         try:
-            update = json.loads(request.body)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ParseError("body is not JSON") from exc
-        if not isinstance(update, dict) or not isinstance(update.get("update_id"), int):
+            update = loads_json(request.body)
+        except BadInput as exc:
+            raise ParseError(str(exc)) from exc
+        if not isinstance(update, dict) or _int(update.get("update_id")) is None:
             raise ParseError("not a Telegram update (no integer update_id)")
         update_id = update["update_id"]
         if isinstance(update.get("message"), dict):
@@ -150,23 +197,26 @@ class TelegramChannel:
         return Ignored("unknown update type")
 
     def _parse_message(self, update_id: int, msg: dict[str, Any]) -> ParseResult:
+        """A message; fields of the wrong type are left out (the rest of the message is kept), a chat
+        id that is not an integer makes it no Telegram update."""
         chat = msg.get("chat")
         if not isinstance(chat, dict) or "id" not in chat:
             raise ParseError("message without chat")
         if chat.get("type", "private") != "private":
             return Ignored("not a private chat")
-        user: dict[str, Any] = msg["from"] if isinstance(msg.get("from"), dict) else {}
+        user = _dict(msg.get("from"))
+        message_id = _int(msg.get("message_id"))
         event = InboundEvent(
             channel=self.name,
-            address=str(chat["id"]),
+            address=_chat_id(chat["id"]),
             dedup_key=f"telegram:{update_id}",
-            provider_id=str(msg.get("message_id", update_id)),
+            provider_id=str(update_id if message_id is None else message_id),
             display_name=_name(user) or _name(chat),
-            language_hint=user.get("language_code"),
+            language_hint=_language(user),
         )
-        text = msg.get("text")
-        caption = msg.get("caption")
-        if isinstance(text, str):
+        text = _str(msg.get("text"))
+        caption = _str(msg.get("caption"))
+        if text is not None:
             event.text = text
             if text.startswith("/"):
                 command, _, args = text[1:].partition(" ")
@@ -174,66 +224,69 @@ class TelegramChannel:
                 event.payload = {"command": command.split("@", 1)[0].lower(), "args": args.strip()}
             return [event]
         if isinstance(msg.get("photo"), list) and msg["photo"]:
-            largest = max(msg["photo"], key=lambda p: p.get("file_size", 0) or p.get("width", 0))
-            event.kind, event.media_ref, event.media_type = "photo", largest.get("file_id"), "image/jpeg"
+            event.kind, event.media_ref, event.media_type = "photo", _largest_photo(msg["photo"]), "image/jpeg"
         elif isinstance(msg.get("location"), dict):
             loc = msg["location"]
             event.kind = "location"
-            event.payload = {"latitude": loc.get("latitude"), "longitude": loc.get("longitude")}
+            event.payload = {"latitude": _number(loc.get("latitude")), "longitude": _number(loc.get("longitude"))}
         elif isinstance(msg.get("contact"), dict):
             card = msg["contact"]
             event.kind = "contact"
-            event.payload = {"phone_number": card.get("phone_number"), "first_name": card.get("first_name")}
+            event.payload = {"phone_number": _str(card.get("phone_number"), 64),
+                             "first_name": display_name(card.get("first_name"))}
         else:
             for kind in MEDIA_KINDS:
                 media = msg.get(kind)
                 if isinstance(media, dict):
                     event.kind = {"video_note": "video", "animation": "video"}.get(kind, kind)
-                    event.media_ref = media.get("file_id")
-                    event.media_type = media.get("mime_type") or kind
+                    event.media_ref = _str(media.get("file_id"), 512)
+                    event.media_type = _str(media.get("mime_type"), 64) or kind
                     if kind == "sticker":
-                        event.payload = {"emoji": media.get("emoji")}
+                        event.payload = {"emoji": _str(media.get("emoji"), 16)}
                     break
             else:
                 if any(k in msg for k in ("pinned_message", "new_chat_members", "left_chat_member", "new_chat_title")):
                     return Ignored("service message")
                 event.kind = "other"
-        if isinstance(caption, str):
+        if caption is not None:
             event.text = caption
         return [event]
 
     def _parse_callback(self, update_id: int, query: dict[str, Any]) -> ParseResult:
-        user: dict[str, Any] = query["from"] if isinstance(query.get("from"), dict) else {}
-        message: dict[str, Any] = query["message"] if isinstance(query.get("message"), dict) else {}
-        chat: dict[str, Any] = message["chat"] if isinstance(message.get("chat"), dict) else {}
+        user = _dict(query.get("from"))
+        message = _dict(query.get("message"))
+        chat = _dict(message.get("chat"))
         chat_id = chat.get("id", user.get("id"))
-        if chat_id is None or "id" not in query:
+        query_id = query.get("id")
+        if chat_id is None or not isinstance(query_id, str | int) or isinstance(query_id, bool):
             raise ParseError("callback query without chat or id")
         if chat and chat.get("type", "private") != "private":
             return Ignored("not a private chat")
-        data = query.get("data")
-        if not isinstance(data, str):
+        data = _str(query.get("data"), 256)
+        if data is None:
             return Ignored("callback query without data (game)")
+        query_id = str(query_id)[:128]
         return [
             InboundEvent(
                 channel=self.name,
-                address=str(chat_id),
+                address=_chat_id(chat_id),
                 dedup_key=f"telegram:{update_id}",
-                provider_id=str(query["id"]),
+                provider_id=query_id,
                 kind="button",
                 text=data,
                 payload={"payload": data},
                 display_name=_name(user),
-                language_hint=user.get("language_code"),
-                ack={"callback_query_id": str(query["id"])},
+                language_hint=_language(user),
+                ack={"callback_query_id": query_id},
             )
         ]
 
     def _parse_member(self, update_id: int, member: dict[str, Any]) -> ParseResult:
-        chat: dict[str, Any] = member["chat"] if isinstance(member.get("chat"), dict) else {}
-        new: dict[str, Any] = member["new_chat_member"] if isinstance(member.get("new_chat_member"), dict) else {}
+        chat = _dict(member.get("chat"))
+        new = _dict(member.get("new_chat_member"))
         if chat.get("type") != "private" or "id" not in chat:
             return Ignored("chat member update outside a private chat")
+        address = _chat_id(chat["id"])
         status = new.get("status")
         # "kicked" in a private chat means the learner blocked the bot
         kind = {"kicked": "blocked", "member": "unblocked"}.get(str(status))
@@ -242,7 +295,7 @@ class TelegramChannel:
         return [
             InboundEvent(
                 channel=self.name,
-                address=str(chat["id"]),
+                address=address,
                 dedup_key=f"telegram:{update_id}",
                 provider_id=str(update_id),
                 kind=kind,

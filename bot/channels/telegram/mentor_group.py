@@ -10,13 +10,13 @@ calls, through the Telegram channel's `Bot` and its error classes.
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from typing import Any
 
 from bot.channels.base import SendError, SendErrorKind
 from bot.channels.telegram.channel import classified_errors
+from bot.security.inputs import BadInput, loads_json
 from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup, InputFile
 
 # topic icon colours Telegram accepts: https://core.telegram.org/bots/api#createforumtopic
@@ -79,8 +79,8 @@ _MEDIA_KEYS = ("photo", "document", "voice", "audio", "video", "video_note", "an
 def load(body: bytes) -> dict[str, Any] | None:
     """The update as a dict (the channel has already refused what is not JSON)."""
     try:
-        update = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError):
+        update = loads_json(body)
+    except BadInput:
         return None
     return update if isinstance(update, dict) and isinstance(update.get("update_id"), int) else None
 

@@ -5,7 +5,6 @@ so "sending" here only marks the row as delivered to the page's mailbox."""
 
 from __future__ import annotations
 
-import json
 import re
 import uuid
 
@@ -18,6 +17,7 @@ from bot.channels.base import (
     SendResult,
     VerifyError,
 )
+from bot.security.inputs import BadInput, loads_json
 
 CLIENT_ID = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
 
@@ -36,9 +36,9 @@ class WebChannel:
 
     def parse(self, request: HttpRequestData) -> ParseResult:
         try:
-            data = json.loads(request.body)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ParseError("body is not JSON") from exc
+            data = loads_json(request.body)
+        except BadInput as exc:
+            raise ParseError(str(exc)) from exc
         if not isinstance(data, dict):
             raise ParseError("body must be an object")
         client_id = data.get("client_id")
@@ -53,7 +53,7 @@ class WebChannel:
             raise ParseError("payload must be a string")
         if not isinstance(text, str) and payload is None:
             raise ParseError("text is required")
-        language = data.get("language") if isinstance(data.get("language"), str) else None
+        language = data["language"][:16] if isinstance(data.get("language"), str) else None
         event = InboundEvent(
             channel=self.name,
             address=client_id,

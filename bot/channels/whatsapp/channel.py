@@ -29,6 +29,7 @@ from bot.channels.base import (
     SendErrorKind,
     SendResult,
     VerifyError,
+    display_name,
 )
 from bot.conversation.text import split_text
 from bot.runtime.settings import Settings
@@ -41,6 +42,9 @@ TWILIO_DEFAULT_BASE = "https://api.twilio.com"
 STOP_CODES = {"21610"}  # recipient replied STOP / unsubscribed
 WINDOW_CODES = {"63016"}  # free-form message outside the 24-hour session window
 PERMANENT_CODES = {"21211", "21614", "63003", "63024"}
+# Twilio sends at most 10 media per WhatsApp message (MediaUrl0..MediaUrl9):
+# https://www.twilio.com/docs/messaging/guides/webhook-request#media-related-parameters
+MAX_MEDIA = 10
 
 
 class BaseUrlHttpClient(AsyncHttpClient):  # type: ignore[misc]
@@ -144,7 +148,7 @@ class WhatsAppChannel:
             address=address,
             dedup_key=f"whatsapp:{sid}",
             provider_id=sid,
-            display_name=(form.get("ProfileName") or None),
+            display_name=display_name(form.get("ProfileName")),
             text=form.get("Body") or None,
         )
         if form.get("ButtonPayload"):
@@ -156,6 +160,10 @@ class WhatsAppChannel:
             num_media = int(form.get("NumMedia") or 0)
         except ValueError as exc:
             raise ParseError("NumMedia is not a number") from exc
+        if num_media > MAX_MEDIA:
+            # never build lists from a count the request merely claims
+            log.warning("NumMedia %d is more than Twilio sends; reading the first %d", num_media, MAX_MEDIA)
+        num_media = max(0, min(num_media, MAX_MEDIA))
         if num_media > 0:
             content_type = form.get("MediaContentType0") or "application/octet-stream"
             event.kind = media_kind(content_type)

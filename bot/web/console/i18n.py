@@ -95,6 +95,7 @@ JS_KEYS: dict[str, str] = {
     "lead_urgent_unclaimed": "console_js_lead_urgent_unclaimed",
     "lead_promise_broken": "console_js_lead_promise_broken",
     "lead_nobody_on_duty": "console_js_lead_nobody_on_duty",
+    "security_alert": "console_js_security_alert",
 }
 
 

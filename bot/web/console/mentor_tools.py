@@ -33,17 +33,19 @@ from bot.mentoring.saved_replies import all_replies, filled_for, remove, save
 from bot.runtime.settings import LANGUAGES
 from bot.storage.db import utcnow
 from bot.storage.models import Contact, Handoff, HandoffLabelLink, Mentor
-from bot.web.console.routes import (
+from bot.web.console.common import (
     Ctx,
     LoginRequired,
     checked_form,
+    error_text,
     go,
-    load_handoff,
     login_redirect,
+    notice_text,
     render,
     require_mentor,
     services_of,
 )
+from bot.web.console.conversation import load_handoff
 
 if TYPE_CHECKING:
     from bot.runtime.services import Services
@@ -119,10 +121,11 @@ async def queue_extras(svc: Services, handoff_ids: list[int]) -> dict[str, Any]:
 # --- the conversation page's tools ----------------------------------------------------
 
 async def conversation_tools(svc: Services, mentor: Mentor, handoff: Handoff, contact: Contact,
-                             record: LearnerRecord) -> dict[str, Any]:
-    """Saved replies filled for this learner, labels, outcomes, the deadlines an extension may move."""
+                             record: LearnerRecord | None) -> dict[str, Any]:
+    """Saved replies filled for this learner, labels, outcomes, the deadlines an extension may move.
+    Without a record (a view that may not read the learner's live data) there is nothing to fill or extend."""
     deadlines: list[Any] = []
-    if contact.learner_id and record.error is None:
+    if record is not None and contact.learner_id and record.error is None:
         now = utcnow()
         try:
             deadlines = [d for d in await svc.platform().deadlines(contact.learner_id, now - LOOK_BACK,
@@ -130,7 +133,7 @@ async def conversation_tools(svc: Services, mentor: Mentor, handoff: Handoff, co
         except Exception:  # noqa: BLE001  (the record already says the platform is down)
             log.info("deadlines for the extension form unavailable")
     async with svc.db.session() as session:
-        saved = await filled_for(svc, session, contact, record)
+        saved = await filled_for(svc, session, contact, record) if record is not None else []
         extensions = await extensions_of(session, [contact.learner_id]) if contact.learner_id else {}
         return {
             "saved_replies": saved,
@@ -296,18 +299,10 @@ async def telegram_code(request: Request, ctx: Ctx, svc: Services, _form: FormDa
 
 
 def _notice(request: Request, language: str) -> str | None:
-    from bot.web.console.i18n import text
-
-    code = request.query_params.get("notice")
-    key = f"console_notice_{code}"
-    from bot.i18n.catalogue import get_catalogue
-
-    return text(key, language) if code and get_catalogue().has(key) else None
+    return notice_text(request.query_params.get("notice"), language)
 
 
 def _error(request: Request, language: str) -> str | None:
-    from bot.web.console.routes import error_text
-
     return error_text(request.query_params.get("error"), language)
 
 

@@ -47,6 +47,7 @@
     var ev; try { ev = JSON.parse(e.data); } catch (err) { return; }
     // notify.js turns some of these into browser notifications and a sound
     document.dispatchEvent(new CustomEvent("sanad:event", {detail: ev}));
+    if (ev.type === "security_alert") toast(tr("security_alert"));
     if (queue) {
       refresh(queue);
       if (ev.type === "handoff_new" || ev.type === "alert") toast(tr(ev.urgent ? "urgent" : "waiting"));
