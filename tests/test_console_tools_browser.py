@@ -3,6 +3,8 @@ them), and inserting a saved reply with "/" in the reply box."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 from typing import Any
 
 import pytest
@@ -39,6 +41,16 @@ Object.defineProperty(document, "visibilityState", {get: function () { return "h
 """
 
 
+async def until(page: Any, expression: str, timeout_s: float = 10.0) -> None:
+    """Wait until `expression` holds in the page. Playwright's wait_for_function evaluates its predicate
+    with eval in the page, which the console's Content-Security-Policy (no unsafe-eval) forbids."""
+    deadline = time.monotonic() + timeout_s
+    while not await page.evaluate(expression):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"never true: {expression}")
+        await asyncio.sleep(0.05)
+
+
 def distress(body: dict[str, Any]) -> list[dict[str, Any]]:
     if "go on" in str(body.get("message")):
         return [{"recipient_id": body["sender"], "text": "You are not alone."},
@@ -68,15 +80,15 @@ async def test_urgent_notification_sound_and_saved_reply_picker(gateway: Gateway
             await page.fill("input[name=email]", "amal@example.org")
             await page.fill("input[name=password]", PASSWORD)
             await page.click("button[type=submit]")
-            await page.wait_for_function("document.body.getAttribute('data-live') === '1'")
+            await until(page, "document.body.getAttribute('data-live') === '1'")
             button = page.locator("#notify-on")
             assert await button.is_visible()
             await button.click()
-            await page.wait_for_function("Notification.permission === 'granted'")
+            await until(page, "Notification.permission === 'granted'")
             await page.wait_for_selector("#notify-on", state="hidden")  # allowed: the offer goes away
 
             await gateway.telegram(tg_update(1, "I can't go on anymore", chat_id=6161))
-            await page.wait_for_function("window.__notes.length > 0", timeout=10000)
+            await until(page, "window.__notes.length > 0")
             notes = await page.evaluate("window.__notes")
             tones = await page.evaluate("window.__tones")
             assert notes[0]["title"] == "Urgent: a learner needs a mentor"
