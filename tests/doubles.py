@@ -83,6 +83,7 @@ class BotApiDouble(HttpDouble):
         self.group_posts: list[dict[str, Any]] = []
         self.group_calls: list[dict[str, Any]] = []
         self.callback_texts: list[str] = []
+        self.forum_fail_next: list[tuple[int, Any]] = []
         self.files: dict[str, tuple[bytes, bool]] = {}
         self.file_bytes_sent = 0
         self.app.router.add_post("/bot{token}/{method}", self.handle)
@@ -185,9 +186,15 @@ class BotApiDouble(HttpDouble):
         return {"id": int(chat_id), "title": "Sanad mentors", "type": "supergroup", "is_forum": True}
 
     async def _forum(self, method: str, params: dict[str, Any]) -> web.Response | None:
-        """The mentor group's calls; None for anything else."""
+        """The mentor group's calls (`forum_fail_next` queues error answers for them); None for anything else."""
         chat_id = str(params.get("chat_id"))
         thread = params.get("message_thread_id")
+        forum_call = method in ("createForumTopic", "editForumTopic", "closeForumTopic", "deleteForumTopic",
+                                "pinChatMessage", "editMessageText", "copyMessage", "sendDocument") \
+            or (method == "sendMessage" and thread is not None)
+        if forum_call and self.forum_fail_next:
+            status, detail = self.forum_fail_next.pop(0)
+            return self._error(status, detail)
         if method in ("createForumTopic", "editForumTopic", "closeForumTopic", "deleteForumTopic",
                       "pinChatMessage", "editMessageText"):
             self.group_calls.append({"method": method, **params})

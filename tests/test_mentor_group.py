@@ -404,3 +404,29 @@ async def test_whatsapp_learner_media_and_the_24_hour_rule_from_the_topic(group_
     assert [m.get("ContentSid") for m in sent][-1] == "HX0000mentorreply"
     assert all(m.get("Body") != "Hello Omar, here is what to do" for m in sent)
     assert "held until the learner answers" in gw.bot_api.topic_posts(thread)[-1]["text"]
+
+
+async def test_what_telegram_refused_for_now_waits_and_the_worker_sends_it_in_order(group_gateway: Gateway) -> None:
+    from bot.mentoring.group import sender
+
+    gw = group_gateway
+    gw.bot_api.forum_fail_next.append((500, "Internal Server Error"))  # createForumTopic fails once
+    h = await escalate_telegram(gw)
+    topic = await topic_of(gw, h.id)
+    assert topic.thread_id is None and topic.status == "creating" and topic.attempts == 1
+    await gw.telegram(tg_update(2, "are you there?"))
+    await gw.settle()
+    assert gw.bot_api.group_posts == []  # everything waits for the topic, in order
+    assert await sender.flush_due(gw.services) == 0  # not before the back-off
+    async with gw.services.db.session() as s:
+        row = await s.get(MentorGroupTopic, topic.id)
+        assert row is not None and row.next_attempt_at is not None
+        row.next_attempt_at = utcnow()  # the back-off is over
+    await sender.job(gw.services)  # the worker's next pass
+    topic = await topic_of(gw, h.id)
+    posts = gw.bot_api.topic_posts(int(topic.thread_id or 0))
+    assert topic.status == "open" and posts[0]["message_id"] == topic.card_message_id
+    assert posts[-1]["text"] == "👤 are you there?"
+    async with gw.services.db.session() as s:
+        statuses = (await s.execute(select(MentorGroupPost.status).where(MentorGroupPost.handoff_id == h.id))).all()
+    assert {row[0] for row in statuses} == {"sent"}

@@ -355,12 +355,13 @@ class MentorGroupTopic(Base):
     id: Mapped[int] = mapped_column(PK, primary_key=True, autoincrement=True)
     handoff_id: Mapped[int | None] = mapped_column(ForeignKey("handoffs.id", ondelete="SET NULL"), unique=True)
     chat_id: Mapped[int] = mapped_column(BigInteger)
-    # null until createForumTopic answered; `claimed_at` keeps two workers from creating it twice
+    # null until createForumTopic answered
     thread_id: Mapped[int | None] = mapped_column(BigInteger)
     card_message_id: Mapped[int | None] = mapped_column(BigInteger)
-    # creating | open | closed
+    # creating | open | closed | failed
     status: Mapped[str] = mapped_column(String(16), default="creating")
-    claimed_at: Mapped[datetime | None] = mapped_column(TS)
+    # after a failed createForumTopic: not again before then
+    next_attempt_at: Mapped[datetime | None] = mapped_column(TS)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(TS, default=utcnow)
 

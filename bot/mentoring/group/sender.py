@@ -19,13 +19,13 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 import httpx
-from sqlalchemy import delete, select
+from sqlalchemy import delete, or_, select
 
 from bot.channels.base import SendError, SendErrorKind
 from bot.channels.telegram.mentor_group import Button, MentorGroupClient
 from bot.i18n.catalogue import normalise_language
 from bot.runtime.coordination import LockTimeout
-from bot.storage.db import utcnow
+from bot.storage.db import as_utc, utcnow
 from bot.storage.models import (
     Contact,
     Handoff,
@@ -236,6 +236,8 @@ async def _create_topic(services: Services, client: MentorGroupClient, handoff_i
             return None
         if topic.thread_id is not None:
             return topic
+        if topic.next_attempt_at is not None and as_utc(topic.next_attempt_at) > utcnow():
+            return None  # Telegram refused a moment ago: the worker tries again after the back-off
         handoff = await session.get(Handoff, handoff_id)
         contact = await session.get(Contact, handoff.contact_id) if handoff else None
         if handoff is None or contact is None:
@@ -247,10 +249,14 @@ async def _create_topic(services: Services, client: MentorGroupClient, handoff_i
         except SendError as exc:
             topic.attempts += 1
             if exc.kind is SendErrorKind.THROTTLED:
-                await services.coord.pause("channel:telegram", max(exc.retry_after_s or 1.0, 0.1))
+                delay_s = max(exc.retry_after_s or 1.0, 0.1)
+                await services.coord.pause("channel:telegram", delay_s)
+                topic.next_attempt_at = utcnow() + timedelta(seconds=delay_s)
             elif not exc.kind.retryable or topic.attempts >= MAX_ATTEMPTS:
                 topic.status = "failed"
                 log.warning("mentor group topic of hand-off %s not created: %s", handoff_id, exc.kind.value)
+            else:
+                topic.next_attempt_at = utcnow() + timedelta(seconds=BACKOFF_BASE_S * 2 ** (topic.attempts - 1))
             return None
         return topic
 
@@ -306,9 +312,10 @@ async def flush_due(services: Services, limit: int = 100) -> int:
                                                      MentorGroupPost.next_attempt_at <= now)
             .group_by(MentorGroupPost.handoff_id).limit(limit))).scalars().all())
         ids |= set((await session.execute(
-            select(MentorGroupTopic.handoff_id).where(MentorGroupTopic.status == "creating",
-                                                      MentorGroupTopic.handoff_id.is_not(None)).limit(limit)
-        )).scalars().all())
+            select(MentorGroupTopic.handoff_id).where(
+                MentorGroupTopic.status == "creating", MentorGroupTopic.handoff_id.is_not(None),
+                or_(MentorGroupTopic.next_attempt_at.is_(None), MentorGroupTopic.next_attempt_at <= now))
+            .limit(limit))).scalars().all())
     total = 0
     for handoff_id in sorted(i for i in ids if i is not None):
         total += await flush_handoff(services, handoff_id)

@@ -87,7 +87,7 @@ def upgrade() -> None:
     sa.Column('thread_id', sa.BigInteger(), nullable=True),
     sa.Column('card_message_id', sa.BigInteger(), nullable=True),
     sa.Column('status', sa.String(length=16), nullable=False),
-    sa.Column('claimed_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('next_attempt_at', sa.DateTime(timezone=True), nullable=True),
     sa.Column('attempts', sa.Integer(), nullable=False),
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
     sa.ForeignKeyConstraint(['handoff_id'], ['handoffs.id'], ondelete='SET NULL'),
