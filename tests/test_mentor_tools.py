@@ -22,6 +22,7 @@ from bot.storage.models import (
     HandoffLabel,
     Outbox,
     Reminder,
+    SavedReply,
 )
 from tests.conftest import Gateway
 from tests.test_console_i18n import demo_url, link_to_demo_learner  # noqa: F401  (a fixture)
@@ -345,3 +346,39 @@ async def test_held_text_reaches_a_learner_back_with_the_assistant_before_its_an
     await gateway.settle()
     after = [m.get("Body") for m in gateway.twilio.sent[before:]]
     assert after[0] == "Your extension is fine" and after[1] == "echo: are you there?"
+
+
+async def test_leads_keep_the_label_and_outcome_lists_and_delete_saved_replies(gateway: Gateway,
+                                                                              console: httpx.AsyncClient) -> None:
+    await mentor(gateway, "lead@example.org", "en", role="lead")
+    await mentor(gateway, "amal@example.org", "en")
+    await login(console, "amal@example.org")
+    refused = await console.post("/console/lists", data={"csrf_token": await csrf(console), "kind": "label",
+                                                         "name": "visa"})
+    assert "error=leads_only" in refused.headers["location"]
+    await console.post("/console/logout", data={"csrf_token": await csrf(console)})
+
+    await login(console, "lead@example.org")
+    token = await csrf(console)
+    await console.post("/console/lists", data={"csrf_token": token, "kind": "label", "name": "visa"})
+    await console.post("/console/lists", data={"csrf_token": token, "kind": "outcome", "name": "scholarship advice"})
+    await console.post("/console/lists", data={"csrf_token": token, "kind": "outcome", "name": "licence issued",
+                                               "retire": "1"})
+    page = (await console.get("/console/lists")).text
+    assert "visa" in page and "scholarship advice" in page and "licence issued" not in page
+    assert "extension granted" in page  # the other default outcomes stay
+    await escalate(gateway, 7, "Lina", 7)
+    h = await only_handoff(gateway)
+    await console.post(f"/console/h/{h.id}/claim", data={"csrf_token": token})
+    conversation = (await console.get(f"/console/h/{h.id}")).text
+    assert '<option value="scholarship advice"' in conversation and '<option value="licence issued"' not in conversation
+    assert 'name="label" value=' in conversation
+
+    await console.post("/console/saved", data={"csrf_token": token, "language": "en", "name": "hello",
+                                               "text": "Hello {first_name}"})
+    async with gateway.services.db.session() as s:
+        reply = (await s.execute(select(SavedReply))).scalar_one()
+    deleted = await console.post(f"/console/saved/{reply.id}/delete", data={"csrf_token": token})
+    assert deleted.headers["location"].endswith("notice=deleted")
+    async with gateway.services.db.session() as s:
+        assert (await s.execute(select(SavedReply))).scalars().all() == []
