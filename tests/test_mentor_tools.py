@@ -101,7 +101,7 @@ async def test_saved_replies_leads_edit_mentors_insert_filled(gateway: Gateway, 
     await login(console, "farid@example.org")
     refused = await console.post("/console/saved", data={"csrf_token": await csrf(console), "language": "fa",
                                                          "name": "docs", "text": "x"})
-    assert "error=leads_only" in refused.headers["location"]
+    assert "error=leads_edit_only" in refused.headers["location"]
     await console.post("/console/logout", data={"csrf_token": await csrf(console)})
 
     await login(console, "lead@example.org")
@@ -355,7 +355,7 @@ async def test_leads_keep_the_label_and_outcome_lists_and_delete_saved_replies(g
     await login(console, "amal@example.org")
     refused = await console.post("/console/lists", data={"csrf_token": await csrf(console), "kind": "label",
                                                          "name": "visa"})
-    assert "error=leads_only" in refused.headers["location"]
+    assert "error=leads_edit_only" in refused.headers["location"]
     await console.post("/console/logout", data={"csrf_token": await csrf(console)})
 
     await login(console, "lead@example.org")

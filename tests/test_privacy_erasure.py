@@ -34,6 +34,8 @@ from bot.storage.models import (
     MentorNote,
     Outbox,
     Reminder,
+    ReminderAssignment,
+    ReviewItem,
 )
 
 RASA_PYTHON = Path(__file__).resolve().parents[1] / ".venv-rasa" / "bin" / "python"
@@ -121,6 +123,11 @@ async def populate(services: Services) -> dict[str, Any]:
         s.add(Reminder(idempotency_key=f"reminder:{LEARNER}:d1:24", learner_id=LEARNER, contact_id=b.id,
                        deadline_id="d1", offset_h=24, due_at=now + timedelta(days=2), send_at=now + timedelta(days=1),
                        data={"course_title": "Statistics", "learner": LEARNER}, outbox_id=out.id))
+        # the review inbox holds one of her messages; the reminder experiment one of her deadlines
+        s.add(ReviewItem(inbound_id=msg.id, contact_id=a.id, language="ar", predicted_intent="express_distress",
+                         confidence=0.4, fallback=True, label="express_distress"))
+        s.add(ReminderAssignment(learner_id=LEARNER, deadline_id=f"{LEARNER}-essay", arm="held_out", language="ar",
+                                 due_at=now - timedelta(days=1), on_time=True, checked_at=now))
         s.add(LinkToken(token_hash="h1", short_code="ABC123", learner_id=LEARNER, expires_at=now, used_at=now,
                         used_by_contact_id=a.id))
         s.add(LinkToken(token_hash="h2", short_code="ABC124", learner_id=LEARNER, expires_at=now))
@@ -181,6 +188,7 @@ async def test_erasing_a_learner_leaves_nothing_identifying(services: Services, 
     assert report.found and report.contacts == 2 and report.mentor_notes == 1 and report.handoffs == 1
     assert report.inbound_messages == 2 and report.outbox == 1 and report.reminders == 1
     assert report.link_tokens == 2 and report.rasa_events == 10 and report.audit_entries_scrubbed == 2
+    assert report.review_items == 1 and report.experiment_pairs == 1
     assert await find_anywhere(services, identifying(services)) == []
     keys = await redis_keys(services)
     assert not [k for k in keys if any(n in k for n in (KEY, KEY2, LEARNER, ADDRESS, "55500123"))], keys
@@ -194,7 +202,9 @@ async def test_erasing_a_learner_leaves_nothing_identifying(services: Services, 
         audit = (await s.execute(select(AuditEntry).order_by(AuditEntry.id))).scalars().all()
         tokens = (await s.execute(select(LinkToken.short_code))).scalars().all()
         bystander_msgs = (await s.execute(select(InboundMessage.text))).scalars().all()
+        experiment = (await s.execute(select(ReminderAssignment.arm, ReminderAssignment.on_time))).all()
     assert remaining == [ids["other"]] and tokens == ["ZZZ999"] and bystander_msgs == ["bystander text"]
+    assert experiment == [("held_out", True)]  # the experiment keeps its count, without her ids
     assert (stats.contacts, stats.messages, stats.handoffs, stats.notes) == (2, 3, 1, 1)
     # who did what stays; the subject is a fresh reference that no longer links to the contact key
     assert [(a.actor, a.action) for a in audit] == [

@@ -52,7 +52,7 @@ async def _materialise_defaults(session: AsyncSession, kind: str) -> None:
 
 async def add_entry(services: Services, session: AsyncSession, lead: Mentor, kind: str, name: str) -> HandoffLabel:
     if lead.role != "lead":
-        raise HandoffError("only leads edit the lists", "leads_only")
+        raise HandoffError("only leads edit the lists", "leads_edit_only")
     if kind not in KINDS:
         raise HandoffError("unknown list", "label_kind")
     name = " ".join(name.split())[:MAX_NAME]
@@ -74,7 +74,7 @@ async def add_entry(services: Services, session: AsyncSession, lead: Mentor, kin
 async def retire_entry(services: Services, session: AsyncSession, lead: Mentor, kind: str, name: str) -> None:
     """Take an entry off the pickers (what was recorded with it stays)."""
     if lead.role != "lead":
-        raise HandoffError("only leads edit the lists", "leads_only")
+        raise HandoffError("only leads edit the lists", "leads_edit_only")
     if kind not in KINDS:
         raise HandoffError("unknown list", "label_kind")
     await _materialise_defaults(session, kind)

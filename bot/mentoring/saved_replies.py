@@ -53,7 +53,7 @@ async def save(services: Services, session: AsyncSession, lead: Mentor, language
                reply_id: int | None = None) -> SavedReply:
     """Create (or, with `reply_id`, change) a saved reply; leads only."""
     if lead.role != "lead":
-        raise HandoffError("only leads edit saved replies", "leads_only")
+        raise HandoffError("only leads edit saved replies", "leads_edit_only")
     if language not in LANGUAGES:
         raise HandoffError("unknown language", "saved_language")
     name = clean_name(name)
@@ -80,7 +80,7 @@ async def save(services: Services, session: AsyncSession, lead: Mentor, language
 
 async def remove(services: Services, session: AsyncSession, lead: Mentor, reply_id: int) -> None:
     if lead.role != "lead":
-        raise HandoffError("only leads edit saved replies", "leads_only")
+        raise HandoffError("only leads edit saved replies", "leads_edit_only")
     row = await session.get(SavedReply, reply_id)
     if row is not None:
         await session.delete(row)

@@ -1,9 +1,10 @@
 """Erasure (GDPR Art. 17): everything Sanad holds on a contact or a learner, in one step.
 
 Database rows (contact, messages both ways, hand-offs, mentor notes, reminders,
-link tokens, deadline extensions), the hand-offs' topics in the Telegram mentor
-group, Redis keys carrying the contact key or the learner id (cached
-platform data included) and the Rasa conversation in its SQL tracker store.
+link tokens, deadline extensions, review-inbox items; the reminder experiment's pairs
+lose the learner's ids), the hand-offs' topics in the Telegram mentor group, Redis keys
+carrying the contact key or the learner id (cached platform data included) and the Rasa
+conversation in its SQL tracker store.
 What stays: an anonymous count per day (`erasure_stats`) and the audit entries
 (who did what), re-keyed to a fresh reference and stripped of anything that
 names the learner. Every step is idempotent: running it again finishes a
@@ -41,6 +42,8 @@ from bot.storage.models import (
     MentorNote,
     Outbox,
     Reminder,
+    ReminderAssignment,
+    ReviewItem,
 )
 
 if TYPE_CHECKING:
@@ -71,6 +74,8 @@ class ErasureReport:
     handoffs: int = 0
     mentor_notes: int = 0
     reminders: int = 0
+    review_items: int = 0
+    experiment_pairs: int = 0
     link_tokens: int = 0
     audit_entries_scrubbed: int = 0
     redis_keys: int = 0
@@ -220,6 +225,7 @@ async def erase_database(
     if subject.by_learner and lid:
         reminder_where.append(Reminder.learner_id == lid)
     report.reminders = await _count_delete(session, Reminder, or_(*reminder_where))
+    report.review_items = await _count_delete(session, ReviewItem, ReviewItem.contact_id.in_(ids))
     report.mentor_notes = await _count_delete(session, MentorNote, MentorNote.contact_id.in_(ids))
     report.handoffs = await _count_delete(session, Handoff, Handoff.contact_id.in_(ids))
     report.outbox = await _count_delete(session, Outbox, Outbox.contact_id.in_(ids))
@@ -230,10 +236,16 @@ async def erase_database(
             select(func.count()).select_from(Contact).where(Contact.learner_id == lid, Contact.id.not_in(ids))
         )
         if subject.by_learner or not others:
-            # nothing else of this learner stays: the tokens issued for them go too, and the extensions
-            # mentors granted them (with their reasons)
+            # nothing else of this learner stays: the tokens issued for them go too, the extensions mentors
+            # granted them (with their reasons), and the reminder experiment keeps its counts without the
+            # learner's ids
             token_where.append(LinkToken.learner_id == lid)
             await _count_delete(session, DeadlineExtension, DeadlineExtension.learner_id == lid)
+            result = await session.execute(
+                sa.update(ReminderAssignment).where(ReminderAssignment.learner_id == lid)
+                .values(learner_id=None, deadline_id=None).execution_options(synchronize_session=False)
+            )
+            report.experiment_pairs = int(getattr(result, "rowcount", 0) or 0)
     report.link_tokens = await _count_delete(session, LinkToken, or_(*token_where))
     report.audit_entries_scrubbed = await _scrub_audit(session, refs, needles)
     report.contacts = await _count_delete(session, Contact, Contact.id.in_(ids))

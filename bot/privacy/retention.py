@@ -1,6 +1,8 @@
 """Retention: the worker deletes messages and transcripts older than `settings.retention_days`.
 
-Inbound messages, finished outbox rows (sent, failed, cancelled, still held), mentor notes,
+The analytics roll up the days concerned first (bot/analytics/rollup.py), so counts, intents
+and durations outlive the rows. Inbound messages, finished outbox rows (sent, failed, cancelled,
+still held), mentor notes,
 resolved hand-offs, finished reminders and old Rasa events (of finished
 sessions) go. Audit entries stay (who did what); their details are stripped of
 any text field. Deletes run in batches so the tables are never locked for long.
@@ -16,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 from sqlalchemy import and_, select
 
+from bot.analytics.rollup import roll_up
 from bot.privacy import tracker_store
 from bot.privacy.logs import SENSITIVE_EXTRA_FIELDS
 from bot.storage.db import utcnow
@@ -79,6 +82,8 @@ async def run_retention(services: Services, now: datetime | None = None) -> Rete
         raise ValueError("retention_days must be positive")
     cutoff = (now or utcnow()) - timedelta(days=days)
     report = RetentionReport(cutoff=cutoff)
+    # the analytics keep their counts: every day about to lose raw rows is rolled up first
+    await roll_up(services, now=now, before=cutoff.date() + timedelta(days=1), refresh=False, max_days=100_000)
     plan: list[tuple[str, Any, Any]] = [
         ("reminders", Reminder, and_(Reminder.send_at < cutoff, Reminder.status.in_(FINISHED_REMINDERS))),
         ("outbox", Outbox, and_(Outbox.created_at < cutoff, Outbox.status.in_(FINISHED_OUTBOX))),

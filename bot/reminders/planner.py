@@ -20,6 +20,9 @@ UPDATE each for expiry and cancellation, never a query per learner.
   and its reminders say so (`data.extended`). One whose platform date is already outside the
   window is looked up around that old date (one request per such learner), so a submission
   there still cancels its reminders.
+- The reminder experiment (`REMINDER_HOLDOUT`, bot/analytics/holdout.py): each (learner, deadline)
+  pair that would get reminders is assigned once, at random, to reminded or held out, and the
+  assignment is stored with its chunk of reminders; a held-out pair gets no reminder rows.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from sqlalchemy import select, text, update
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from bot.analytics.holdout import Assignments, load_assignments, record_assignments
 from bot.mentoring.extensions import all_extensions
 from bot.reminders.quiet import shift_out_of_quiet
 from bot.runtime.services import Services
@@ -97,6 +101,7 @@ class PlanStats:
     skipped_late: int = 0
     cancelled: int = 0
     expired: int = 0
+    held_out: int = 0  # pairs of this pass left without reminders by the experiment
     seconds: float = 0.0
 
 
@@ -104,6 +109,7 @@ class PlanStats:
 class _Target:
     contact_id: int
     timezone: str | None
+    language: str | None = None
 
 
 async def eligible_contacts(session: AsyncSession) -> dict[str, _Target]:
@@ -111,7 +117,8 @@ async def eligible_contacts(session: AsyncSession) -> dict[str, _Target]:
     several chats, the one they wrote from most recently."""
     rows = (
         await session.execute(
-            select(Contact.id, Contact.learner_id, Contact.timezone, Contact.last_inbound_at, Contact.linked_at)
+            select(Contact.id, Contact.learner_id, Contact.timezone, Contact.last_inbound_at, Contact.linked_at,
+                   Contact.language)
             .where(
                 Contact.learner_id.is_not(None),
                 Contact.reminders_opt_out.is_(False),
@@ -121,13 +128,13 @@ async def eligible_contacts(session: AsyncSession) -> dict[str, _Target]:
     ).all()
     epoch = datetime(1970, 1, 1, tzinfo=UTC)
     best: dict[str, tuple[datetime, int, _Target]] = {}
-    for contact_id, learner_id, tz, last_inbound, linked in rows:
+    for contact_id, learner_id, tz, last_inbound, linked, language in rows:
         if learner_id is None:
             continue
         recency = as_utc(last_inbound or linked or epoch)
         current = best.get(learner_id)
         if current is None or (recency, contact_id) > (current[0], current[1]):
-            best[learner_id] = (recency, contact_id, _Target(contact_id, tz))
+            best[learner_id] = (recency, contact_id, _Target(contact_id, tz, language))
     return {learner: entry[2] for learner, entry in best.items()}
 
 
@@ -273,6 +280,7 @@ async def plan_reminders(services: Services, source: DeadlineSource, now: dateti
         stats.expired = await expire_overdue(session, now, settings.reminder_grace_s)
         targets = await eligible_contacts(session)
         extensions = await all_extensions(session, now)
+        assignments: Assignments = await load_assignments(session, settings.reminder_holdout, now)
     stats.contacts = len(targets)
 
     seen: set[str] = set()
@@ -281,21 +289,26 @@ async def plan_reminders(services: Services, source: DeadlineSource, now: dateti
     gate = asyncio.Semaphore(UPSERT_CONCURRENCY if postgres else 1)
     tasks: list[asyncio.Task[None]] = []
 
-    async def upsert(rows: list[dict[str, Any]]) -> None:
+    async def upsert(rows: list[dict[str, Any]], drawn: list[dict[str, Any]]) -> None:
         async with gate, services.db.session() as session:
+            # the pairs' assignments commit with their reminders: a crash never leaves one without the other
+            await record_assignments(session, drawn, postgres)
             await _upsert(session, rows, now, postgres)
 
     async def flush() -> None:
-        if not pending:
+        if not pending and not assignments.drawn:
             return
         rows = list(pending)
         pending.clear()
+        drawn = assignments.take_drawn()
         stats.upserted += len(rows)
         await gate.acquire()  # back-pressure: never more than the gate's chunks waiting
         gate.release()
-        tasks.append(asyncio.create_task(upsert(rows)))
+        tasks.append(asyncio.create_task(upsert(rows, drawn)))
 
     def plan_one(learner_id: str, deadline_id: str, due_at: datetime, data: dict[str, Any], target: _Target) -> None:
+        """The reminders of one (learner, deadline) pair, unless the experiment holds the pair out."""
+        pair_rows: list[dict[str, Any]] = []
         for offset_h in offsets:
             key = reminder_key(learner_id, deadline_id, offset_h)
             if key in seen:
@@ -305,8 +318,7 @@ async def plan_reminders(services: Services, source: DeadlineSource, now: dateti
             if send_at + grace < now:
                 stats.skipped_late += 1
                 continue
-            seen.add(key)
-            pending.append(
+            pair_rows.append(
                 {
                     "idempotency_key": key,
                     "learner_id": learner_id,
@@ -318,6 +330,11 @@ async def plan_reminders(services: Services, source: DeadlineSource, now: dateti
                     "data": data,
                 }
             )
+        if pair_rows and assignments.arm(learner_id, deadline_id, due_at, target.language) == "held_out":
+            stats.held_out += 1
+            return
+        seen.update(row["idempotency_key"] for row in pair_rows)
+        pending.extend(pair_rows)
 
     try:
         async for item in iter_deadlines(source, window_start, window_end):
@@ -362,6 +379,7 @@ async def plan_reminders(services: Services, source: DeadlineSource, now: dateti
         raise
 
     async with services.db.session() as session:
+        await assignments.store_moved(session)
         if submitted:
             stats.cancelled += await cancel_for_submitted(session, submitted, now)
         # still planned in the window but not in this pass: removed deadlines, learners who opted

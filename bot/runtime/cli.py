@@ -1,4 +1,4 @@
-"""The `sanad` command: run, train, worker, actions, gateway, db, link-token, mentor, broadcast, learner."""
+"""The `sanad` command: run, train, worker, actions, gateway, db, link-token, mentor, broadcast, learner, nlu."""
 
 from __future__ import annotations
 
@@ -241,8 +241,9 @@ def component_cli() -> list[Registrar]:
     from bot.mentoring.cli import register_cli as mentoring_cli
     from bot.privacy.cli import register_cli as privacy_cli
     from bot.reminders.cli import register_cli as reminders_cli
+    from bot.review.cli import register_cli as review_cli
 
-    return [linking_cli, mentoring_cli, reminders_cli, privacy_cli]
+    return [linking_cli, mentoring_cli, reminders_cli, privacy_cli, review_cli]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from limits.aio.storage import MemoryStorage, RedisStorage, Storage
 
+from bot.analytics.cache import ReportCache
 from bot.i18n.catalogue import Catalogue, get_catalogue
 from bot.runtime.coordination import Coordinator, make_coordinator
 from bot.runtime.settings import Settings
@@ -31,6 +32,8 @@ class Services:
     # the counters of every rate limit and throttle (the `limits` library): shared through Redis when
     # configured, in this process otherwise
     rate_limits: Storage = field(default_factory=MemoryStorage)
+    # analytics reports built in the last minute, shared by the page and its charts
+    analytics_reports: ReportCache = field(default_factory=ReportCache)
     # components keep their own long-lived objects here (platform client, outbox sender, ...)
     extras: dict[str, Any] = field(default_factory=dict)
 

@@ -37,6 +37,7 @@ async def early_receipts(services: Services) -> None:
 
 def jobs() -> list[tuple[str, Job, float]]:
     """(name, job, interval in seconds) of every periodic job."""
+    from bot.analytics import jobs as analytics_jobs
     from bot.mentoring import sla
     from bot.mentoring.group import sender as mentor_group
     from bot.privacy import retention
@@ -50,6 +51,7 @@ def jobs() -> list[tuple[str, Job, float]]:
         ("retention", retention.job, 3600.0),
         ("redeliver", redeliver, 5.0),
         ("early_receipts", early_receipts, 5.0),
+        ("analytics", analytics_jobs.job, 60.0),
     ]
 
 

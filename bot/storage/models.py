@@ -11,6 +11,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -80,6 +81,8 @@ class InboundMessage(Base):
     __table_args__ = (
         UniqueConstraint("dedup_key", name="uq_inbound_dedup"),
         Index("ix_inbound_contact_status", "contact_id", "status", "id"),
+        # the analytics roll-up reads one day at a time
+        Index("ix_inbound_created", "created_at"),
     )
 
     id: Mapped[int] = mapped_column(PK, primary_key=True, autoincrement=True)
@@ -101,6 +104,10 @@ class InboundMessage(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(TS, default=utcnow)
     processed_at: Mapped[datetime | None] = mapped_column(TS)
+    # what Rasa understood (bot/analytics/understanding.py): no text, so it outlives the text in the roll-ups
+    intent: Mapped[str | None] = mapped_column(String(64))
+    intent_confidence: Mapped[float | None] = mapped_column(Float)
+    fallback: Mapped[bool | None] = mapped_column(Boolean)
 
 
 class Outbox(Base):
@@ -220,6 +227,7 @@ class Handoff(Base):
     __tablename__ = "handoffs"
     __table_args__ = (
         Index("ix_handoffs_state", "state", "urgent", "created_at"),
+        Index("ix_handoffs_created", "created_at"),
         # at most one open hand-off per contact, whatever the number of gateways
         Index(
             "uq_handoffs_open_contact",
@@ -420,7 +428,7 @@ class Reminder(Base):
     """A planned deadline reminder; `idempotency_key` = reminder:{learner}:{deadline}:{offset}."""
 
     __tablename__ = "reminders"
-    __table_args__ = (Index("ix_reminders_status_send", "status", "send_at"),)
+    __table_args__ = (Index("ix_reminders_status_send", "status", "send_at"), Index("ix_reminders_send", "send_at"))
 
     id: Mapped[int] = mapped_column(PK, primary_key=True, autoincrement=True)
     idempotency_key: Mapped[str] = mapped_column(String(200), unique=True)
@@ -457,6 +465,109 @@ class Broadcast(Base):
     created_at: Mapped[datetime] = mapped_column(TS, default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(TS)
     finished_at: Mapped[datetime | None] = mapped_column(TS)
+
+
+class ReminderAssignment(Base):
+    """The reminder experiment (bot/analytics/holdout.py): each (learner, deadline) pair that would get
+    reminders, assigned once at random to `reminded` or `held_out`, and whether it was submitted on time.
+
+    The learner and deadline ids are cleared once the outcome is known and the deadline is long past
+    (they are only needed to keep the assignment and to read the outcome)."""
+
+    __tablename__ = "reminder_assignments"
+    __table_args__ = (
+        UniqueConstraint("learner_id", "deadline_id", name="uq_reminder_assignment_pair"),
+        Index("ix_reminder_assignments_due", "due_at"),
+        Index("ix_reminder_assignments_unchecked", "checked_at", "due_at"),
+    )
+
+    id: Mapped[int] = mapped_column(PK, primary_key=True, autoincrement=True)
+    learner_id: Mapped[str | None] = mapped_column(String(64))
+    deadline_id: Mapped[str | None] = mapped_column(String(64))
+    arm: Mapped[str] = mapped_column(String(16))  # reminded | held_out
+    language: Mapped[str] = mapped_column(String(8), default="en")
+    due_at: Mapped[datetime] = mapped_column(TS)
+    assigned_at: Mapped[datetime] = mapped_column(TS, default=utcnow)
+    submitted_at: Mapped[datetime | None] = mapped_column(TS)
+    # None until checked; also None when the platform no longer listed the deadline (left out of the effect)
+    on_time: Mapped[bool | None] = mapped_column(Boolean)
+    checked_at: Mapped[datetime | None] = mapped_column(TS)
+
+
+# --- analytics and the review inbox ------------------------------------------
+
+class AnalyticsDay(Base):
+    """Counts of one UTC day and one language, rolled up from the raw tables (bot/analytics/rollup.py), so
+    that the figures survive retention and a long range is read from a few rows."""
+
+    __tablename__ = "analytics_daily"
+
+    day: Mapped[str] = mapped_column(String(10), primary_key=True)  # YYYY-MM-DD (UTC)
+    language: Mapped[str] = mapped_column(String(8), primary_key=True)
+    inbound: Mapped[int] = mapped_column(Integer, default=0)
+    fallback: Mapped[int] = mapped_column(Integer, default=0)
+    conversations: Mapped[int] = mapped_column(Integer, default=0)
+    handed_off: Mapped[int] = mapped_column(Integer, default=0)
+    handoffs: Mapped[int] = mapped_column(Integer, default=0)
+    urgent: Mapped[int] = mapped_column(Integer, default=0)
+    sla_eligible: Mapped[int] = mapped_column(Integer, default=0)
+    sla_met: Mapped[int] = mapped_column(Integer, default=0)
+    # seconds of each hand-off of the day (answered / resolved ones): exact percentiles over any range
+    first_response_s: Mapped[list[int]] = mapped_column(JSON, default=list)
+    resolution_s: Mapped[list[int]] = mapped_column(JSON, default=list)
+    # satisfaction answers by score ("1".."5")
+    satisfaction: Mapped[dict[str, int]] = mapped_column(JSON, default=dict)
+    intents: Mapped[dict[str, int]] = mapped_column(JSON, default=dict)
+    reminders_planned: Mapped[int] = mapped_column(Integer, default=0)
+    reminders_sent: Mapped[int] = mapped_column(Integer, default=0)
+    reminders_delivered: Mapped[int] = mapped_column(Integer, default=0)
+    reminders_read: Mapped[int] = mapped_column(Integer, default=0)
+    reminders_failed: Mapped[int] = mapped_column(Integer, default=0)
+    reminders_held_out: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class AnalyticsRollup(Base):
+    """A day whose `analytics_daily` rows are written (a day with no activity has this row only)."""
+
+    __tablename__ = "analytics_rollups"
+
+    day: Mapped[str] = mapped_column(String(10), primary_key=True)
+    rolled_up_at: Mapped[datetime] = mapped_column(TS, default=utcnow)
+
+
+class AnalyticsCursor(Base):
+    """How far a sweep has read (e.g. the last Rasa tracker event looked at)."""
+
+    __tablename__ = "analytics_cursors"
+
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    position: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class ReviewItem(Base):
+    """A learner message the assistant did not understand well, waiting for a reviewer's label
+    (bot/review/inbox.py); the text stays in `inbound_messages`, so retention and erasure take it."""
+
+    __tablename__ = "review_items"
+    __table_args__ = (
+        UniqueConstraint("inbound_id", name="uq_review_items_inbound"),
+        Index("ix_review_items_waiting", "label", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(PK, primary_key=True, autoincrement=True)
+    inbound_id: Mapped[int] = mapped_column(ForeignKey("inbound_messages.id", ondelete="CASCADE"))
+    contact_id: Mapped[int] = mapped_column(ForeignKey("contacts.id", ondelete="CASCADE"), index=True)
+    language: Mapped[str] = mapped_column(String(8), default="en")
+    # the likeliest real intent (under a fallback: the best of the ranking) and its confidence
+    predicted_intent: Mapped[str | None] = mapped_column(String(64))
+    confidence: Mapped[float | None] = mapped_column(Float)
+    fallback: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(TS, default=utcnow)
+    # an intent name, or "none" (not an intent: never exported)
+    label: Mapped[str | None] = mapped_column(String(64))
+    labelled_by: Mapped[int | None] = mapped_column(ForeignKey("mentors.id", ondelete="SET NULL"))
+    labelled_at: Mapped[datetime | None] = mapped_column(TS)
+    exported_at: Mapped[datetime | None] = mapped_column(TS)
 
 
 # --- privacy ---------------------------------------------------------------

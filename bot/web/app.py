@@ -42,7 +42,9 @@ COMMAND_MODULES = (
     "bot.reminders.optout",
 )
 # modules with `routes() -> list[BaseRoute]`
-ROUTE_MODULES = ("bot.learners.linking", "bot.reminders.admin", "bot.web.console.routes")
+ROUTE_MODULES = (
+    "bot.learners.linking", "bot.reminders.admin", "bot.web.console.routes", "bot.analytics.api",
+)
 
 
 def _import(name: str) -> Any:

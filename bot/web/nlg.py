@@ -14,6 +14,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from bot.analytics.understanding import record_from_nlg
 from bot.i18n.catalogue import Catalogue, normalise_language
 from bot.security.inputs import BadInput, loads_json
 
@@ -80,7 +81,11 @@ async def nlg_endpoint(request: Request) -> Response:
     if not isinstance(body, dict):
         log.warning("NLG request refused: not a JSON object")
         return JSONResponse({"error": "bad request"}, status_code=400)
-    return JSONResponse(render_nlg(request.app.state.services.catalogue, body))
+    services = request.app.state.services
+    answer = render_nlg(services.catalogue, body)
+    # what the learner's message was understood as, for the analytics and the review inbox
+    await record_from_nlg(services, body)
+    return JSONResponse(answer)
 
 
 def routes() -> list[BaseRoute]:

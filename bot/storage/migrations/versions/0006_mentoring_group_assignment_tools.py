@@ -3,8 +3,8 @@
 `handoffs.satisfaction` and `satisfaction_at` are the analytics' columns too (their migration adds
 them): this one adds them only when missing, and leaves them on downgrade.
 
-Revision ID: 0005
-Revises: 0004
+Revision ID: 0006
+Revises: 0005
 Create Date: 2026-12-02 02:00:00
 """
 from __future__ import annotations
@@ -13,8 +13,8 @@ from alembic import op
 import sqlalchemy as sa
 
 
-revision = '0005'
-down_revision = '0004'
+revision = '0006'
+down_revision = '0005'
 branch_labels = None
 depends_on = None
 
