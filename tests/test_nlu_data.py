@@ -12,7 +12,7 @@ NLU = Path(__file__).resolve().parent.parent / "nlu"
 LANGS = ("en", "ar", "fa", "fr", "de")
 ANNOTATION = re.compile(r"\[([^\]]*)\]\([^)]*\)")
 # every set of messages kept out of training: the project's held-out files, the two blind sets, the crisis sets
-HELD_OUT_PREFIXES = ("nlu", "fresh", "blind")
+HELD_OUT_PREFIXES = ("nlu", "dev", "fresh", "blind")
 TOPICS = {"social", "programme", "enrolment", "deadlines", "recognition", "certificates", "technical", "mentoring",
           "safety", "settings", "privacy", "account", "out_of_scope"}
 
@@ -129,13 +129,12 @@ def test_held_out_examples_have_no_near_copies_in_training() -> None:
         assert not near, (lang, near)
 
 
-def test_pipeline_blends_diet_before_the_crisis_override_and_the_fallback() -> None:
-    """The logistic regression blend runs after DIET; the crisis override and the fallback see its ranking."""
+def test_pipeline_classifies_before_the_crisis_override_and_the_fallback() -> None:
+    """The crisis override and the fallback see the classifier's ranking; no TEDPolicy (rules and one slot)."""
     config = yaml.safe_load((NLU / "config.yml").read_text(encoding="utf-8"))
     names = [component["name"] for component in config["pipeline"]]
-    blend = names.index("components.blend.BlendedLogisticRegression")
-    assert names.index("DIETClassifier") < blend < names.index("components.safety.CrisisOverride")
-    assert blend < names.index("FallbackClassifier")
-    settings = config["pipeline"][blend]
-    assert 0.0 <= float(settings["diet_weight"]) <= 1.0
-    assert settings.get("expose_parts", False) is False
+    classifier = names.index("components.meaning.MeaningClassifier")
+    assert classifier < names.index("components.safety.CrisisOverride") < names.index("FallbackClassifier")
+    settings = config["pipeline"][classifier]
+    assert 0.0 <= float(settings["sure"]) <= 1.0
+    assert "TEDPolicy" not in [policy["name"] for policy in config["policies"]]
