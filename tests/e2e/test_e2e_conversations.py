@@ -63,8 +63,8 @@ class Chat:
             return str(contact.scalar_one().language)
 
 
-def text(e2e: E2E, key: str, language: str, **params: Any) -> str:
-    return e2e.services.catalogue.render(key, language, **params).text
+def text(e2e: E2E, key: str, lang: str, **params: Any) -> str:
+    return e2e.services.catalogue.render(key, lang, **params).text
 
 
 async def test_a_question_after_which_country_is_answered_as_itself(e2e: E2E) -> None:
