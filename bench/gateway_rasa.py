@@ -79,14 +79,21 @@ PROFILE_GROUPS: list[tuple[str, str]] = [
 ]
 
 
+# leaves of threads that only wait for work (the tracker store's executor threads between calls)
+IDLE_LEAVES = re.compile(r"^(_worker \(concurrent/futures/thread\.py|wait \(threading\.py|get \(queue\.py)")
+
+
 def profile_summary(raw: Path) -> dict[str, Any]:
-    """py-spy's collapsed stacks ("frame;frame;... count") grouped by PROFILE_GROUPS, in % of samples."""
+    """py-spy's collapsed stacks ("frame;frame;... count") grouped by PROFILE_GROUPS, in % of samples.
+
+    Idle executor threads are left out. py-spy cannot tell a thread waiting inside psycopg2 for PostgreSQL
+    from one computing, so the tracker store's share includes the database's answer time."""
     counts: dict[str, int] = {name: 0 for name, _ in PROFILE_GROUPS}
     compiled = [(name, re.compile(pattern)) for name, pattern in PROFILE_GROUPS]
     total = 0
     for line in raw.read_text(errors="replace").splitlines():
         stack, _, n = line.rpartition(" ")
-        if not n.isdigit():
+        if not n.isdigit() or IDLE_LEAVES.match(stack.rsplit(";", 1)[-1]):
             continue
         total += int(n)
         for name, pattern in compiled:
