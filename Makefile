@@ -1,7 +1,7 @@
 # Two commands for a fresh machine:
 #   make run    Sanad on the embedded default (SQLite, no Redis, demo platform, web chat)
 #   make test   the whole test suite (lint, types, unit, integration, browser and end-to-end)
-.PHONY: run test install train lint bench
+.PHONY: run test install train lint bench nlu-check
 
 install:
 	./scripts/bootstrap.sh
@@ -16,8 +16,17 @@ lint:
 	.venv/bin/ruff check bot flows integrations tests bench
 	.venv/bin/mypy
 
+# the Rasa project: data validation, the test stories, and the held-out NLU report with its floors
+nlu-check:
+	cd nlu && ../.venv-rasa/bin/rasa data validate --fail-on-warnings
+	cd nlu && ../.venv-rasa/bin/rasa test core --stories tests/test_stories.yml --fail-on-prediction-errors \
+		--model "$$(../.venv/bin/python -c 'from bot.runtime.rasa import model_path; print(model_path())')" --out results/core
+	.venv-rasa/bin/python nlu/report.py --sets nlu,crisis --check-floors \
+		--model "$$(.venv/bin/python -c 'from bot.runtime.rasa import model_path; print(model_path())')"
+
 test:
 	./scripts/bootstrap.sh --browser
 	.venv/bin/sanad train
 	$(MAKE) lint
+	$(MAKE) nlu-check
 	.venv/bin/pytest -q -p no:cacheprovider tests
