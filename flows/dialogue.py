@@ -7,13 +7,11 @@ set_language, reminders, erase); the gateway's handlers do the acting.
 
 from __future__ import annotations
 
-import json
 import logging
-from functools import lru_cache
-from pathlib import Path
 from typing import Any
 
-from rasa_sdk import Action, FormValidationAction, Tracker
+from babel import Locale
+from rasa_sdk import Action, Tracker
 from rasa_sdk.events import EventType, SlotSet
 from rasa_sdk.executor import CollectingDispatcher
 from rasa_sdk.types import DomainDict
@@ -21,11 +19,12 @@ from rasa_sdk.types import DomainDict
 from bot.conversation.language import language_from_name
 from bot.i18n.catalogue import Button, Rendered, get_catalogue
 from bot.runtime.settings import LANGUAGES
-from flows.context import LearnerContext, gateway_command, learner_context, say, say_key
+from flows.context import gateway_command, learner_context, say, say_key
+from flows.safety import contacts_text, help_contacts, may_be_distress, send_distress
+
+__all__ = ["contacts_text", "help_contacts"]  # re-exported: the safety message's contacts
 
 log = logging.getLogger(__name__)
-
-HELP_CONTACTS_PATH = Path(__file__).resolve().parent / "help_contacts.json"
 
 # intents a "did you mean" button may offer, in the order we prefer when NLU has no idea
 TOPIC_INTENTS: tuple[str, ...] = (
@@ -39,41 +38,6 @@ TOPIC_INTENTS: tuple[str, ...] = (
     "ask_programme_info",
 )
 MAX_TOPIC_BUTTONS = 3
-# a fallback with distress among its best real guesses, at least this sure, is treated as distress
-DISTRESS_FALLBACK_CONFIDENCE = 0.2
-DISTRESS_FALLBACK_RANK = 2
-MAX_PLACE_CHARS = 80
-UNIVERSITY_WORDS = ("univ", "uni ", "hochschule", "college", "institut", "جامعة", "جامعه", "دانشگاه", "پوهنتون")
-
-
-# --- help contacts ------------------------------------------------------------
-
-@lru_cache(maxsize=1)
-def _help_contacts() -> dict[str, list[dict[str, str]]]:
-    data = json.loads(HELP_CONTACTS_PATH.read_text(encoding="utf-8"))
-    return {key: value for key, value in data.items() if not key.startswith("_")}
-
-
-def help_contacts(country: str | None) -> list[dict[str, str]]:
-    """The crisis contacts for an ISO country code, or the default list."""
-    table = _help_contacts()
-    code = (country or "").strip().upper()
-    return table.get(code) or table["default"]
-
-
-def contacts_text(country: str | None, language: str) -> str:
-    """The contact lines of the distress message, in the learner's language."""
-    cat = get_catalogue()
-    lines = []
-    for contact in help_contacts(country):
-        name = cat.text(contact["label"], language) if "label" in contact else contact.get("name", "")
-        lines.append(cat.text("dialogue_contact_line", language, name=name, phone=contact["phone"]))
-    return "\n".join(lines)
-
-
-def _distress(dispatcher: CollectingDispatcher, ctx: LearnerContext) -> None:
-    say_key(dispatcher, ctx, "dialogue_distress", contacts=contacts_text(ctx.country, ctx.language))
-    gateway_command(dispatcher, "handoff", reason="distress", urgent=True)
 
 
 # --- actions --------------------------------------------------------------------
@@ -85,7 +49,7 @@ class ActionDistress(Action):  # type: ignore[misc]
         return "action_distress"
 
     async def run(self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict) -> list[EventType]:
-        _distress(dispatcher, learner_context(tracker))
+        send_distress(dispatcher, learner_context(tracker))
         return []
 
 
@@ -131,11 +95,9 @@ class ActionFallbackTopics(Action):  # type: ignore[misc]
         ctx = learner_context(tracker)
         ranking = [item for item in (tracker.latest_message or {}).get("intent_ranking") or []
                    if item.get("name") != "nlu_fallback"]
-        if any(item.get("name") == "express_distress"
-               and float(item.get("confidence") or 0.0) >= DISTRESS_FALLBACK_CONFIDENCE
-               for item in ranking[:DISTRESS_FALLBACK_RANK]):
+        if may_be_distress(tracker.latest_message or {}):
             # never answer a possible crisis with "I didn't understand"
-            _distress(dispatcher, ctx)
+            send_distress(dispatcher, ctx)
             return []
         cat = get_catalogue()
         buttons = [Button(cat.text(f"dialogue_topic_{intent}", ctx.language), f"/{intent}")
@@ -145,14 +107,41 @@ class ActionFallbackTopics(Action):  # type: ignore[misc]
         return []
 
 
+LANGUAGE_OFFERED = "language_offered"
+
+
+def language_name(code: str, in_language: str) -> str:
+    """"Arabisch" for ar in German (Babel/CLDR)."""
+    try:
+        return str(Locale.parse(in_language).languages.get(code, code))
+    except (ValueError, TypeError):
+        return code
+
+
 class ActionChangeLanguage(Action):  # type: ignore[misc]
-    """Switch the answer language and confirm in the new one; ask with buttons when none was named."""
+    """Switch the answer language, but only on a clear choice.
+
+    A typed message that names a language ("can you speak Arabic?", "auf Arabisch bitte") is
+    often a question, not a request: Sanad asks to confirm with two buttons, in the learner's
+    current language, and switches on "yes" (the button, or a typed yes). A button payload
+    (`/change_language{"language": "ar"}`, from this question or from the language menu) switches
+    at once. No language named: the menu of five.
+    """
 
     def name(self) -> str:
         return "action_change_language"
 
     async def run(self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict) -> list[EventType]:
         ctx = learner_context(tracker)
+        latest = tracker.latest_message or {}
+        intent = (latest.get("intent") or {}).get("name")
+        offered = tracker.slots.get(LANGUAGE_OFFERED) if tracker.slots else None
+        if intent == "affirm":
+            # a typed yes to our question
+            if offered not in LANGUAGES:
+                say_key(dispatcher, ctx, "utter_anything_else")
+                return []
+            return self.switch(dispatcher, str(offered))
         code = None
         for value in tracker.get_latest_entity_values("language"):
             code = value if value in LANGUAGES else language_from_name(str(value))
@@ -160,10 +149,24 @@ class ActionChangeLanguage(Action):  # type: ignore[misc]
                 break
         if code is None:
             say_key(dispatcher, ctx, "dialogue_ask_language")
-            return [SlotSet("language", None)]
+            return [SlotSet(LANGUAGE_OFFERED, None)]
+        if code == ctx.language:
+            say_key(dispatcher, ctx, "dialogue_language_already")
+            return [SlotSet(LANGUAGE_OFFERED, None)]
+        if str(latest.get("text") or "").startswith("/"):
+            return self.switch(dispatcher, code)
+        cat = get_catalogue()
+        question = cat.text("dialogue_confirm_language", ctx.language, language=language_name(code, ctx.language))
+        buttons = (Button(cat.text("dialogue_language_yes", code), f'/change_language{{"language":"{code}"}}'),
+                   Button(cat.text("dialogue_language_no", ctx.language), "/deny"))
+        say(dispatcher, Rendered(question, buttons))
+        return [SlotSet(LANGUAGE_OFFERED, code)]
+
+    @staticmethod
+    def switch(dispatcher: CollectingDispatcher, code: str) -> list[EventType]:
         gateway_command(dispatcher, "set_language", language=code)
         say(dispatcher, get_catalogue().render("dialogue_language_changed", code))
-        return [SlotSet("language", code)]
+        return [SlotSet("language", code), SlotSet(LANGUAGE_OFFERED, None)]
 
 
 class ActionStopReminders(Action):  # type: ignore[misc]
@@ -198,75 +201,3 @@ class ActionDeleteMyData(Action):  # type: ignore[misc]
     async def run(self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict) -> list[EventType]:
         gateway_command(dispatcher, "erase")
         return []
-
-
-# --- recognition form -------------------------------------------------------------
-
-def _latest_entity(tracker: Tracker, entity: str) -> str | None:
-    value = next(tracker.get_latest_entity_values(entity), None)
-    return str(value) if value else None
-
-
-class ActionResetRecognition(Action):  # type: ignore[misc]
-    """A new recognition question starts from what this message says, not from an old answer."""
-
-    def name(self) -> str:
-        return "action_reset_recognition"
-
-    async def run(self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict) -> list[EventType]:
-        return [
-            SlotSet("country", _latest_entity(tracker, "country")),
-            SlotSet("university", _latest_entity(tracker, "university")),
-        ]
-
-
-class ActionAskCountry(Action):  # type: ignore[misc]
-    """The form's one question: a country or a university, either is enough."""
-
-    def name(self) -> str:
-        return "action_ask_country"
-
-    async def run(self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: DomainDict) -> list[EventType]:
-        say_key(dispatcher, learner_context(tracker), "dialogue_ask_country")
-        return []
-
-
-def looks_like_university(text: str) -> bool:
-    lowered = f"{text.lower()} "
-    return any(word in lowered for word in UNIVERSITY_WORDS)
-
-
-class ValidateRecognitionForm(FormValidationAction):  # type: ignore[misc]
-    """Country OR university: the form is done as soon as one of them is known."""
-
-    def name(self) -> str:
-        return "validate_recognition_form"
-
-    async def required_slots(
-        self,
-        domain_slots: list[str],
-        dispatcher: CollectingDispatcher,
-        tracker: Tracker,
-        domain: DomainDict,
-    ) -> list[str]:
-        if tracker.get_slot("country") or tracker.get_slot("university"):
-            return []
-        return ["country"]
-
-    async def validate_country(
-        self,
-        slot_value: Any,
-        dispatcher: CollectingDispatcher,
-        tracker: Tracker,
-        domain: DomainDict,
-    ) -> dict[str, Any]:
-        university = _latest_entity(tracker, "university")
-        if university:
-            return {"university": university, "country": _latest_entity(tracker, "country")}
-        text = str(slot_value or "").strip()
-        if not text or len(text) > MAX_PLACE_CHARS or text.startswith("/") or not any(ch.isalpha() for ch in text):
-            say_key(dispatcher, learner_context(tracker), "dialogue_recognition_unclear")
-            return {"country": None}
-        if looks_like_university(text) and not _latest_entity(tracker, "country"):
-            return {"university": text, "country": None}
-        return {"country": text}

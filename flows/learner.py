@@ -22,12 +22,15 @@ from typing import Any
 
 from babel import Locale
 from rasa_sdk import Action, Tracker
+from rasa_sdk.events import EventType, SlotSet
 from rasa_sdk.executor import CollectingDispatcher
 
 from bot.i18n.catalogue import Catalogue, Rendered, day_phrase, get_catalogue, local_time, number
+from bot.mentoring.extensions import extension_lookup
 from bot.runtime.settings import LANGUAGES
 from bot.storage.db import utcnow
 from flows.context import LearnerContext, gateway_command, learner_context, say, say_key
+from flows.safety import may_be_distress, send_distress
 from integrations.platform import (
     Deadline,
     Enrolment,
@@ -107,22 +110,67 @@ def _country_names() -> dict[str, str]:
     return names
 
 
+# Latin spellings learners use in Arabizi and Finglish, and short forms Babel does not list
+COUNTRY_ALIASES: dict[str, str] = {
+    "almanya": "DE", "almania": "DE", "almaniya": "DE", "almanie": "DE", "alman": "DE", "almaan": "DE",
+    "faransa": "FR", "fransa": "FR", "faranse": "FR", "faransa w": "FR",
+    "turkia": "TR", "turkiya": "TR", "torkiye": "TR", "torkie": "TR", "turkey": "TR", "turkei": "TR",
+    "lubnan": "LB", "libnan": "LB", "lebnan": "LB",
+    "urdun": "JO", "urdon": "JO", "ordon": "JO", "ordun": "JO", "el urdon": "JO",
+    "souria": "SY", "suria": "SY", "surya": "SY", "sourya": "SY", "soorie": "SY",
+    "nemsa": "AT", "namsa": "AT", "otrish": "AT",
+    "holanda": "NL", "holand": "NL", "holland": "NL", "hollanda": "NL",
+    "kanada": "CA", "iraq": "IQ", "el 3ira2": "IQ", "3ira2": "IQ", "masr": "EG", "misr": "EG",
+    "engelestan": "GB", "inglistan": "GB", "england": "GB", "britain": "GB", "uk": "GB", "briitania": "GB",
+    "usa": "US", "america": "US", "amrika": "US", "amerika": "US", "usa uni": "US",
+    "afghanestan": "AF", "afganistan": "AF",
+}
+# words and clitics glued to or put before a place name: "in Deutschland", "en France", "بألمانيا",
+# "fi almanya", "در آلمان", "to the UK"
+_PLACE_PREFIXES = re.compile(
+    r"^(?:(?:in|to|for|at|the|en|au|aux|a|à|la|le|l|nach|aus|im|in der|der|die|fi|fe|bi|b|f|el|al|dar|be|"
+    r"في|فى|الى|إلى|على|ع|ب|بـ|ف|ل|ال|بال|لل|در|به|از)\s+)+",
+)
+_ARABIC_CLITIC = re.compile(r"^(?:وب|وبال|بال|وال|لل|فال|ب|ف|ل|و|ال)(?=[\u0600-\u06ff]{3,})")
+
+
+def _country_candidates(text: str) -> list[str]:
+    """The folded text, without leading prepositions, and (Arabic script) without glued clitics."""
+    folded = _fold(text)
+    found = [folded]
+    stripped = _PLACE_PREFIXES.sub("", folded).strip()
+    if stripped and stripped != folded:
+        found.append(stripped)
+    for candidate in list(found):
+        glued = _ARABIC_CLITIC.sub("", candidate)
+        if glued != candidate:
+            found.append(glued)
+    return found
+
+
 def resolve_country(raw: str | None) -> str | None:
-    """`DE`, `Germany`, `Allemagne`, `ألمانيا`, `آلمان` -> `DE`; None when unknown."""
+    """`DE`, `Germany`, `Allemagne`, `in Deutschland`, `ألمانيا`, `بألمانيا`, `fi almanya`, `آلمان` -> `DE`;
+    None when unknown."""
     if not raw:
         return None
-    text = raw.strip()
-    if len(text) == 2 and text.isalpha():
+    text = raw.strip().strip("?!.،؟")
+    if len(text) == 2 and text.isalpha() and text.isascii():
         return text.upper()
-    folded = _fold(text)
     names = _country_names()
-    if folded in names:
-        return names[folded]
-    for prefix in ("the ", "la ", "le ", "l ", "al"):
-        if folded.startswith(prefix) and folded[len(prefix):].strip() in names:
-            return names[folded[len(prefix):].strip()]
-    close = difflib.get_close_matches(folded, list(names), n=1, cutoff=0.85)
-    return names[close[0]] if close else None
+    candidates = _country_candidates(text)
+    for candidate in candidates:
+        if candidate in names:
+            return names[candidate]
+        if candidate in COUNTRY_ALIASES:
+            return COUNTRY_ALIASES[candidate]
+        for prefix in ("the ", "la ", "le ", "l ", "al"):
+            if candidate.startswith(prefix) and candidate[len(prefix):].strip() in names:
+                return names[candidate[len(prefix):].strip()]
+    for candidate in candidates:
+        close = difflib.get_close_matches(candidate, [*names, *COUNTRY_ALIASES], n=1, cutoff=0.85)
+        if close:
+            return names.get(close[0]) or COUNTRY_ALIASES[close[0]]
+    return None
 
 
 def country_name(code: str, language: str) -> str:
@@ -162,9 +210,14 @@ class PersonalAction(Action, ABC):  # type: ignore[misc]
     async def answer(self, ctx: LearnerContext, learner_id: str, tracker: Tracker, client: PlatformClient,
                      now: datetime) -> list[Rendered]: ...
 
+    async def answer_with_events(self, ctx: LearnerContext, learner_id: str, tracker: Tracker,
+                                 client: PlatformClient, now: datetime) -> tuple[list[Rendered], list[EventType]]:
+        """The answer and the slot events that go with it (none, unless a subclass says otherwise)."""
+        return await self.answer(ctx, learner_id, tracker, client, now), []
+
     async def run(
         self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict[str, Any]
-    ) -> list[dict[str, Any]]:
+    ) -> list[EventType]:
         ctx = learner_context(tracker)
         if ctx.pin_required:
             say_key(dispatcher, ctx, "pin_required")  # defined by the privacy area
@@ -173,7 +226,7 @@ class PersonalAction(Action, ABC):  # type: ignore[misc]
             say_key(dispatcher, ctx, "learner_not_linked")
             return []
         try:
-            replies = await self.answer(ctx, ctx.learner_id, tracker, platform_client(), utcnow())
+            replies, events = await self.answer_with_events(ctx, ctx.learner_id, tracker, platform_client(), utcnow())
         except LearnerNotFound:
             gateway_command(dispatcher, "unlink")
             say_key(dispatcher, ctx, "learner_unknown")
@@ -184,7 +237,7 @@ class PersonalAction(Action, ABC):  # type: ignore[misc]
             return []
         for reply in replies:
             say(dispatcher, reply)
-        return []
+        return events
 
 
 class ActionEnrolmentStatus(PersonalAction):
@@ -221,7 +274,10 @@ class ActionDeadlines(PersonalAction):
         # the window starts on the hour so the cache serves a whole conversation
         start = now.replace(minute=0, second=0, microsecond=0)
         span = COURSE_DEADLINE_WINDOW if wanted else DEADLINE_WINDOW
-        items = await client.deadlines(learner_id, start, start + span + timedelta(hours=1))
+        end = start + span + timedelta(hours=1)
+        items = await client.deadlines(learner_id, start, end)
+        # a mentor's extension replaces the platform's date (bot/mentoring/extensions.py)
+        items, extended = await extension_lookup().apply(learner_id, items, client, start, end)
         tz = ctx.timezone or (await client.learner(learner_id)).timezone
         open_items = [d for d in items if not d.submitted and now <= d.due_at <= now + span]
         if wanted:
@@ -237,17 +293,19 @@ class ActionDeadlines(PersonalAction):
             if not mine:
                 return [cat.render("learner_deadlines_course_none", lang, course=title)]
             header = cat.text("learner_deadlines_course_header", lang, course=title)
-            return [Rendered(_join([header, *self._lines(cat, mine, now, tz, lang)]))]
+            return [Rendered(_join([header, *self._lines(cat, mine, now, tz, lang, extended)]))]
         if not open_items:
             return [cat.render("learner_deadlines_none", lang)]
         header = cat.text("learner_deadlines_header", lang)
-        return [Rendered(_join([header, *self._lines(cat, open_items[:MAX_DEADLINES], now, tz, lang)]))]
+        return [Rendered(_join([header, *self._lines(cat, open_items[:MAX_DEADLINES], now, tz, lang, extended)]))]
 
     @staticmethod
-    def _lines(cat: Catalogue, items: list[Deadline], now: datetime, tz: str | None, lang: str) -> list[str]:
+    def _lines(cat: Catalogue, items: list[Deadline], now: datetime, tz: str | None, lang: str,
+               extended: set[str]) -> list[str]:
         return [
             cat.text("learner_deadline_line", lang, day=day_phrase(d.due_at, now, tz, lang),
                      time=local_time(d.due_at, tz, lang), title=d.title, course=d.course_title)
+            + (" " + cat.text("learner_deadline_extended", lang) if d.id in extended else "")
             for d in items
         ]
 
@@ -276,18 +334,101 @@ class ActionCredits(PersonalAction):
         return [Rendered(_join(lines))]
 
 
+# the learner was asked for a place (slot `awaiting_place`); any other clear intent clears it (domain.yml)
+AWAITING_PLACE = "awaiting_place"
+PLACE_INTENTS = ("out_of_scope", "nlu_fallback", "ask_recognition")
+MAX_PLACE_WORDS = 5
+MAX_PLACE_CHARS = 60
+UNIVERSITY_WORDS = ("univ", "uni ", "hochschule", "college", "institut", "école", "ecole", "جامعة", "جامعه",
+                    "دانشگاه", "پوهنتون", "daneshgah", "jam3a", "jami3a")
+
+
+def looks_like_university(text: str) -> bool:
+    lowered = f"{text.lower()} "
+    return any(word in lowered for word in UNIVERSITY_WORDS)
+
+
+def place_from_text(text: str) -> str | None:
+    """A short reply that may name a place ("Ireland", "TU Berlin", "fi almanya"); None for a sentence."""
+    cleaned = text.strip().strip("?!.،؟")
+    if (not cleaned or cleaned.startswith("/") or len(cleaned) > MAX_PLACE_CHARS
+            or len(cleaned.split()) > MAX_PLACE_WORDS or not any(ch.isalpha() for ch in cleaned)):
+        return None
+    return cleaned
+
+
 class ActionRecognition(PersonalAction):
-    """Which earned modules partner universities (of a country, or one university) would recognise."""
+    """Which earned modules partner universities (of a country, or one university) would recognise.
+
+    No Rasa form: a credits question without a place gets the learner's credits and one question
+    (which country or university?), and the slot `awaiting_place` is set. The next message is taken
+    as a place only if it has no other clear intent (its intent is out_of_scope, nlu_fallback or
+    ask_recognition: domain.yml clears the slot on every other intent, whose own rule answers it).
+    """
 
     def name(self) -> str:
         return "action_recognition"
 
     async def answer(self, ctx: LearnerContext, learner_id: str, tracker: Tracker, client: PlatformClient,
                      now: datetime) -> list[Rendered]:
+        replies, _ = await self.answer_with_events(ctx, learner_id, tracker, client, now)
+        return replies
+
+    async def run(
+        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict[str, Any]
+    ) -> list[EventType]:
+        latest = tracker.latest_message or {}
+        intent = (latest.get("intent") or {}).get("name")
+        has_place = any(tracker.get_latest_entity_values("country")) or any(
+            tracker.get_latest_entity_values("university"))
+        if intent != "ask_recognition" and not has_place:
+            # the reply to "which country or university?" (rules route it here only while awaiting_place)
+            ctx = learner_context(tracker)
+            if may_be_distress(latest):
+                send_distress(dispatcher, ctx)
+                return [SlotSet(AWAITING_PLACE, False)]
+            text = str(latest.get("text") or "")
+            if not any(ch.isalpha() for ch in text):
+                say_key(dispatcher, ctx, "dialogue_recognition_unclear")
+                return [SlotSet(AWAITING_PLACE, True)]
+            if place_from_text(text) is None:
+                # a sentence that names no place is not an answer: say what we can't do, ask once more
+                say_key(dispatcher, ctx, "utter_out_of_scope")
+                say_key(dispatcher, ctx, "dialogue_form_ask_again")
+                return [SlotSet(AWAITING_PLACE, False)]
+        return await super().run(dispatcher, tracker, domain)
+
+    async def answer_with_events(self, ctx: LearnerContext, learner_id: str, tracker: Tracker,
+                                 client: PlatformClient, now: datetime) -> tuple[list[Rendered], list[EventType]]:
+        latest = tracker.latest_message or {}
+        intent = (latest.get("intent") or {}).get("name")
+        awaiting = bool(tracker.slots.get(AWAITING_PLACE)) if tracker.slots else False
+        done: list[EventType] = [SlotSet(AWAITING_PLACE, False)]
+        country_raw = next(tracker.get_latest_entity_values("country"), None)
+        university = next(tracker.get_latest_entity_values("university"), None)
+        if not country_raw and not university and (awaiting or intent != "ask_recognition"):
+            place = place_from_text(str(latest.get("text") or ""))
+            if place and (intent != "ask_recognition" or resolve_country(place) or looks_like_university(place)):
+                if looks_like_university(place) and not resolve_country(place):
+                    university = place
+                else:
+                    country_raw = place
+        if not country_raw and not university:
+            if awaiting:
+                # asked once already: every partner university, with the hint
+                return await self.recognition(ctx, learner_id, client, None, None), done
+            credits = await ActionCredits().answer(ctx, learner_id, tracker, client, now)
+            return [*credits, get_catalogue().render("dialogue_ask_country", ctx.language)], [
+                SlotSet(AWAITING_PLACE, True)]
+        return await self.recognition(ctx, learner_id, client, country_raw, university), done
+
+    @staticmethod
+    async def recognition(ctx: LearnerContext, learner_id: str, client: PlatformClient, country_raw: str | None,
+                          university: str | None) -> list[Rendered]:
         cat, lang = get_catalogue(), ctx.language
-        country_raw = _entity_or_slot(tracker, "country")
-        university = _entity_or_slot(tracker, "university")
-        country = resolve_country(country_raw) or (country_raw.strip() if country_raw else None)
+        country_raw = str(country_raw).strip() if country_raw else None
+        university = str(university).strip() if university else None
+        country = resolve_country(country_raw) or (country_raw or None)
         credits = await client.credits(learner_id)
         universities = await client.recognition(country=country, university=university)
         if university:

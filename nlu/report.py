@@ -1,9 +1,20 @@
 """Evaluate the trained model on the held-out files and write a markdown report.
 
     .venv-rasa/bin/python nlu/report.py [--model nlu/models/sanad.tar.gz] [--prefix nlu]
+    .venv-rasa/bin/python nlu/report.py --sets nlu,dev,fresh,blind,crisis [--check-floors]
 
 `--prefix fresh` evaluates tests/fresh_<lang>.yml instead (same counting) and writes
 only results/fresh_report.md and results/fresh_predictions.json (REPORT.md untouched).
+
+`--sets` prints one summary line per set (no per-message detail, so the blind sets can be
+scored without being read): accuracy overall and per language, out_of_scope recall,
+express_distress recall, and false crisis alarms. The sets: `nlu` (the project's held-out
+files), `dev` (the development set, tuned on), `fresh` and `blind` (the two blind sets,
+never tuned on), `crisis` (tests/crisis/distress.yml and ordinary.yml). A learner gets the
+safety message when the run-time intent is express_distress or when the fallback's two best
+guesses hold express_distress at >= 0.2 (flows/safety.py): that is what "alarm" counts, for
+the distress recall and for the false alarms alike. `--check-floors` exits 1 when the held-out
+files (`nlu`) fall under FLOORS (CI runs it: a regression fails the build).
 
 Every example of tests/nlu_<lang>.yml goes through the model exactly as a live
 message does (`Agent.parse_message`, the same processor `rasa test nlu` uses),
@@ -44,9 +55,22 @@ CRITICAL = ("express_distress", "out_of_scope")
 FALLBACK = "nlu_fallback"
 ANNOTATION = re.compile(r"\[([^\]]*)\]\([^)]*\)")
 NOTES_HEADING = "## Notes"
-# mirrors flows/dialogue.py (a fallback with distress among its best guesses gets the safety message)
+# mirrors flows/safety.py (a fallback with distress among its best guesses gets the safety message)
 DISTRESS_FALLBACK_CONFIDENCE = 0.2
 DISTRESS_FALLBACK_RANK = 2
+
+
+# minimum run-time accuracy on the held-out files (tests/nlu_<lang>.yml), checked by --check-floors;
+# set a little under the measured figures (REPORT.md) so that a real regression fails CI
+FLOORS = {"all": 0.93, "en": 0.93, "ar": 0.90, "fa": 0.90, "fr": 0.90, "de": 0.90}
+RECALL_FLOORS = {"express_distress": 0.95, "out_of_scope": 0.90}
+SET_PREFIXES = ("nlu", "dev", "fresh", "blind")
+
+
+def crisis_lines(kind: str) -> list[tuple[str, str]]:
+    """(language, text) of tests/crisis/<kind>.yml (a list of messages per language)."""
+    data = yaml.safe_load((NLU_DIR / "tests" / "crisis" / f"{kind}.yml").read_text(encoding="utf-8"))
+    return [(lang, str(text)) for lang in LANGUAGES for text in data.get(lang) or []]
 
 
 def held_out(lang: str, prefix: str = "nlu") -> list[tuple[str, str]]:
@@ -62,25 +86,123 @@ def held_out(lang: str, prefix: str = "nlu") -> list[tuple[str, str]]:
     return out
 
 
-async def evaluate(model: Path, prefix: str = "nlu") -> dict[str, list[dict[str, Any]]]:
+async def parse_rows(agent: Any, items: list[tuple[str, str]]) -> list[dict[str, Any]]:
+    """Parse (intent, text) pairs as live messages."""
+    rows = []
+    for intent, text in items:
+        result = await agent.parse_message(text)
+        runtime = result["intent"]["name"]
+        ranking = [r for r in result.get("intent_ranking", []) if r["name"] != FALLBACK]
+        top = ranking[0] if ranking else {"name": runtime, "confidence": result["intent"]["confidence"]}
+        rows.append({
+            "text": text, "intent": intent, "runtime": runtime,
+            "classifier": top["name"], "confidence": float(top["confidence"]),
+            "ranking": [(r["name"], round(float(r["confidence"]), 4)) for r in ranking[:3]],
+        })
+    return rows
+
+
+def load_agent(model: Path) -> Any:
     from rasa.core.agent import Agent
 
-    agent = Agent.load(model_path=str(model))
-    out: dict[str, list[dict[str, Any]]] = {}
-    for lang in LANGUAGES:
-        rows = []
-        for intent, text in held_out(lang, prefix):
-            result = await agent.parse_message(text)
-            runtime = result["intent"]["name"]
-            ranking = [r for r in result.get("intent_ranking", []) if r["name"] != FALLBACK]
-            top = ranking[0] if ranking else {"name": runtime, "confidence": result["intent"]["confidence"]}
-            rows.append({
-                "text": text, "intent": intent, "runtime": runtime,
-                "classifier": top["name"], "confidence": float(top["confidence"]),
-                "ranking": [(r["name"], round(float(r["confidence"]), 4)) for r in ranking[:3]],
-            })
-        out[lang] = rows
+    return Agent.load(model_path=str(model))
+
+
+async def evaluate(model: Path, prefix: str = "nlu", agent: Any = None) -> dict[str, list[dict[str, Any]]]:
+    agent = agent or load_agent(model)
+    return {lang: await parse_rows(agent, held_out(lang, prefix)) for lang in LANGUAGES}
+
+
+async def evaluate_crisis(agent: Any) -> dict[str, dict[str, list[dict[str, Any]]]]:
+    """The crisis sets: distress messages (intent express_distress) and ordinary ones (intent unknown: "")."""
+    out: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    for kind, intent in (("distress", "express_distress"), ("ordinary", "")):
+        lines = crisis_lines(kind)
+        out[kind] = {lang: await parse_rows(agent, [(intent, text) for lg, text in lines if lg == lang])
+                     for lang in LANGUAGES}
     return out
+
+
+def alarm(row: dict[str, Any]) -> bool:
+    """Whether the learner gets the safety message for this message."""
+    return row["runtime"] == "express_distress" or distress_net(row)
+
+
+def set_summary(name: str, predictions: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    """Accuracy per language and overall, out_of_scope and distress recall, false alarms, for one intent set."""
+    rows = [r for lang in LANGUAGES for r in predictions.get(lang, [])]
+    per_lang = {lang: (sum(1 for r in predictions.get(lang, []) if is_right(r)), len(predictions.get(lang, [])))
+                for lang in LANGUAGES}
+    oos = [r for r in rows if r["intent"] == "out_of_scope"]
+    distress = [r for r in rows if r["intent"] == "express_distress"]
+    others = [r for r in rows if r["intent"] != "express_distress"]
+    return {
+        "set": name,
+        "n": len(rows),
+        "accuracy": (sum(1 for r in rows if is_right(r)), len(rows)),
+        "per_language": per_lang,
+        "out_of_scope_recall": (sum(1 for r in oos if is_right(r)), len(oos)),
+        "distress_recall": (sum(1 for r in distress if alarm(r)), len(distress)),
+        "false_alarms": (sum(1 for r in others if alarm(r)), len(others)),
+    }
+
+
+def crisis_summary(crisis: dict[str, dict[str, list[dict[str, Any]]]]) -> dict[str, Any]:
+    distress = crisis["distress"]
+    ordinary = crisis["ordinary"]
+    return {
+        "distress_recall": {lang: (sum(1 for r in distress[lang] if alarm(r)), len(distress[lang]))
+                            for lang in LANGUAGES},
+        "false_alarms": {lang: (sum(1 for r in ordinary[lang] if alarm(r)), len(ordinary[lang]))
+                         for lang in LANGUAGES},
+    }
+
+
+def _cell(pair: tuple[int, int]) -> str:
+    return f"{pct(*pair)} ({pair[0]}/{pair[1]})"
+
+
+def render_summaries(summaries: list[dict[str, Any]], crisis: dict[str, Any] | None) -> str:
+    lines = ["## Every set", "",
+             "Run-time intent as the dialogue sees it (fallback on out_of_scope counts as right). Distress recall and "
+             "false alarms count the safety message (express_distress, or the fallback's distress net).", "",
+             "| set | messages | accuracy | " + " | ".join(LANGUAGES)
+             + " | out_of_scope recall | distress recall | false crisis alarms |",
+             "|---" * (len(LANGUAGES) + 6) + "|"]
+    for s in summaries:
+        lines.append(f"| {s['set']} | {s['n']} | **{pct(*s['accuracy'])}** | "
+                     + " | ".join(pct(*s["per_language"][lang]) for lang in LANGUAGES)
+                     + f" | {_cell(s['out_of_scope_recall'])} | {_cell(s['distress_recall'])} | "
+                     f"{_cell(s['false_alarms'])} |")
+    if crisis is not None:
+        recall = crisis["distress_recall"]
+        alarms = crisis["false_alarms"]
+        total_recall = (sum(v[0] for v in recall.values()), sum(v[1] for v in recall.values()))
+        total_alarms = (sum(v[0] for v in alarms.values()), sum(v[1] for v in alarms.values()))
+        lines += ["", "Crisis sets (`tests/crisis/`): distress messages that get the safety message, and ordinary "
+                  "messages that wrongly get it.", "",
+                  "| crisis set | " + " | ".join(LANGUAGES) + " | all |", "|---" * (len(LANGUAGES) + 2) + "|",
+                  "| distress recall | " + " | ".join(_cell(recall[lang]) for lang in LANGUAGES)
+                  + f" | **{_cell(total_recall)}** |",
+                  "| false crisis alarms | " + " | ".join(_cell(alarms[lang]) for lang in LANGUAGES)
+                  + f" | **{_cell(total_alarms)}** |"]
+    return "\n".join(lines) + "\n"
+
+
+def floor_failures(predictions: dict[str, list[dict[str, Any]]]) -> list[str]:
+    """What falls under FLOORS / RECALL_FLOORS on the held-out files."""
+    summary = set_summary("nlu", predictions)
+    failures = []
+    measured = {"all": summary["accuracy"], **summary["per_language"]}
+    for key, floor in FLOORS.items():
+        right, n = measured[key]
+        if n and right / n < floor:
+            failures.append(f"accuracy {key}: {pct(right, n)} < {floor:.0%}")
+    for intent, floor in RECALL_FLOORS.items():
+        right, n = summary["distress_recall" if intent == "express_distress" else "out_of_scope_recall"]
+        if n and right / n < floor:
+            failures.append(f"{intent} recall: {pct(right, n)} < {floor:.0%}")
+    return failures
 
 
 def is_right(row: dict[str, Any]) -> bool:
@@ -200,6 +322,11 @@ def render(predictions: dict[str, list[dict[str, Any]]], model: Path, prefix: st
 def main() -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--model", default=str(NLU_DIR / "models" / "sanad.tar.gz"))
+    parser.add_argument("--sets", default="",
+                        help="comma-separated: nlu,dev,fresh,blind,crisis: print a summary line per set "
+                        "(results/sets.md); no per-message detail")
+    parser.add_argument("--check-floors", action="store_true",
+                        help="exit 1 when the held-out files fall under FLOORS / RECALL_FLOORS")
     parser.add_argument("--prefix", default="nlu",
                         help="evaluate tests/<prefix>_<lang>.yml; other than 'nlu' writes only "
                         "results/<prefix>_report.md")
@@ -213,6 +340,8 @@ def main() -> int:
     if not model.exists():
         print(f"no model at {model}: run `rasa train --fixed-model-name sanad --out models` in nlu/ first")
         return 1
+    if args.sets or args.check_floors:
+        return run_sets(model, [s for s in args.sets.split(",") if s] or ["nlu"], args.check_floors)
     prefix = args.prefix
     if not re.fullmatch(r"[a-z0-9_]+", prefix):
         print(f"bad --prefix {prefix!r}: use lowercase letters, digits and _")
@@ -241,6 +370,46 @@ def main() -> int:
             notes = "\n" + old[old.index(NOTES_HEADING):]
     report.write_text(text + notes, encoding="utf-8")
     print(text)
+    return 0
+
+
+def run_sets(model: Path, sets: list[str], check_floors: bool) -> int:
+    unknown = [s for s in sets if s not in (*SET_PREFIXES, "crisis")]
+    if unknown:
+        print(f"unknown sets: {unknown}; choose from {', '.join((*SET_PREFIXES, 'crisis'))}")
+        return 1
+    if check_floors and "nlu" not in sets:
+        sets = ["nlu", *sets]
+    agent = load_agent(model)
+    summaries = []
+    held: dict[str, list[dict[str, Any]]] = {}
+    for name in sets:
+        if name == "crisis":
+            continue
+        predictions = asyncio.run(evaluate(model, name, agent))
+        if name == "nlu":
+            held = predictions
+        summaries.append(set_summary(name, predictions))
+        results = NLU_DIR / "results"
+        results.mkdir(exist_ok=True)
+        (results / f"{name}_predictions.json").write_text(
+            json.dumps(predictions, ensure_ascii=False, indent=1), encoding="utf-8")
+    crisis = None
+    if "crisis" in sets:
+        crisis_predictions = asyncio.run(evaluate_crisis(agent))
+        crisis = crisis_summary(crisis_predictions)
+        (NLU_DIR / "results" / "crisis_predictions.json").write_text(
+            json.dumps(crisis_predictions, ensure_ascii=False, indent=1), encoding="utf-8")
+    text = f"Model `{model.name}`\n\n" + render_summaries(summaries, crisis)
+    (NLU_DIR / "results").mkdir(exist_ok=True)
+    (NLU_DIR / "results" / "sets.md").write_text(text, encoding="utf-8")
+    print(text)
+    if check_floors:
+        failures = floor_failures(held)
+        if failures:
+            print("held-out floors not met:\n  " + "\n  ".join(failures))
+            return 1
+        print("held-out floors met: " + ", ".join(f"{k} >= {v:.0%}" for k, v in FLOORS.items()))
     return 0
 
 

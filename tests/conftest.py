@@ -171,6 +171,11 @@ class Gateway:
         return await self.client.post(path, data=form, headers=headers)
 
     async def settle(self) -> None:
+        """Wait for the conversations and what they started after their commits (deliveries, the mentor group)."""
+        from bot.mentoring import events
+
+        await self.services.conversations.drain()
+        await events.drain()
         await self.services.conversations.drain()
 
 

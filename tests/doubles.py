@@ -55,10 +55,14 @@ class HttpDouble:
 
 
 class BotApiDouble(HttpDouble):
-    """Telegram Bot API: sendMessage, answerCallbackQuery, getMe, setWebhook, getFile and file downloads.
+    """Telegram Bot API: sendMessage, answerCallbackQuery, getMe, setWebhook, getFile and file downloads,
+    and the forum calls of a mentor group (createForumTopic, editForumTopic, closeForumTopic,
+    deleteForumTopic, editMessageText, pinChatMessage, copyMessage, sendDocument), answered with the
+    objects Telegram returns.
 
     `files[file_id] = (content, chunked)` puts a file there (`chunked`: sent without a Content-Length).
 
+    Messages to a forum topic (a `message_thread_id`) are kept in `group_posts`, the rest in `sent`.
     `fail_next` queues error answers, e.g. (429, {"retry_after": 1}) or (403, "Forbidden: bot was blocked by the user").
     `rate_limit_per_s` makes it answer 429 above that rate (token bucket)."""
 
@@ -74,6 +78,12 @@ class BotApiDouble(HttpDouble):
         self.stamp = time.monotonic()
         self.throttled = 0
         self.arrived = asyncio.Event()
+        # the mentor group: (chat id, thread id) -> topic name; posts, edits and other calls in order
+        self.topics: dict[tuple[str, int], str] = {}
+        self.group_posts: list[dict[str, Any]] = []
+        self.group_calls: list[dict[str, Any]] = []
+        self.callback_texts: list[str] = []
+        self.forum_fail_next: list[tuple[int, Any]] = []
         self.files: dict[str, tuple[bytes, bool]] = {}
         self.file_bytes_sent = 0
         self.app.router.add_post("/bot{token}/{method}", self.handle)
@@ -112,7 +122,10 @@ class BotApiDouble(HttpDouble):
         form = await request.post()
         params: dict[str, Any] = {}
         for key, value in form.items():
-            text = value if isinstance(value, str) else ""
+            if not isinstance(value, str):  # a file part (sendDocument)
+                params[key] = {"filename": value.filename, "size": len(value.file.read())}
+                continue
+            text = value
             try:
                 params[key] = json.loads(text) if text[:1] in "{[" else text
             except json.JSONDecodeError:
@@ -137,7 +150,11 @@ class BotApiDouble(HttpDouble):
                                                              "username": "SanadBot"}})
         if method == "answerCallbackQuery":
             self.callbacks.append(str(params.get("callback_query_id")))
+            self.callback_texts.append(str(params.get("text") or ""))
             return web.json_response({"ok": True, "result": True})
+        forum = await self._forum(method, params)
+        if forum is not None:
+            return forum
         if method == "setWebhook":
             return web.json_response({"ok": True, "result": True})
         if method != "sendMessage":
@@ -165,6 +182,72 @@ class BotApiDouble(HttpDouble):
             "chat": {"id": int(chat_id) if chat_id.lstrip("-").isdigit() else 0, "type": "private"},
             "text": params.get("text")}})
 
+    def _chat(self, chat_id: str, thread_id: Any) -> dict[str, Any]:
+        return {"id": int(chat_id), "title": "Sanad mentors", "type": "supergroup", "is_forum": True}
+
+    async def _forum(self, method: str, params: dict[str, Any]) -> web.Response | None:
+        """The mentor group's calls (`forum_fail_next` queues error answers for them); None for anything else."""
+        chat_id = str(params.get("chat_id"))
+        thread = params.get("message_thread_id")
+        forum_call = method in ("createForumTopic", "editForumTopic", "closeForumTopic", "deleteForumTopic",
+                                "pinChatMessage", "editMessageText", "copyMessage", "sendDocument") \
+            or (method == "sendMessage" and thread is not None)
+        if forum_call and self.forum_fail_next:
+            status, detail = self.forum_fail_next.pop(0)
+            return self._error(status, detail)
+        if method in ("createForumTopic", "editForumTopic", "closeForumTopic", "deleteForumTopic",
+                      "pinChatMessage", "editMessageText"):
+            self.group_calls.append({"method": method, **params})
+        if method == "createForumTopic":
+            thread_id = next(self.ids)
+            self.topics[(chat_id, thread_id)] = str(params.get("name"))
+            self.arrived.set()
+            return web.json_response({"ok": True, "result": {
+                "message_thread_id": thread_id, "name": params.get("name"), "icon_color": params.get("icon_color")}})
+        if method in ("editForumTopic", "closeForumTopic", "deleteForumTopic"):
+            key = (chat_id, int(thread) if thread is not None else 0)
+            if key not in self.topics:
+                return self._error(400, "Bad Request: message thread not found")
+            if method == "editForumTopic":
+                self.topics[key] = str(params.get("name"))
+            if method == "deleteForumTopic":
+                del self.topics[key]
+            return web.json_response({"ok": True, "result": True})
+        if method == "editMessageText":
+            return web.json_response({"ok": True, "result": {
+                "message_id": int(params.get("message_id") or 0), "date": int(time.time()),
+                "chat": self._chat(chat_id, None), "text": params.get("text")}})
+        if method in ("copyMessage", "sendDocument") or (method == "sendMessage" and thread is not None):
+            if thread is not None and (chat_id, int(thread)) not in self.topics:
+                return self._error(400, "Bad Request: message thread not found")
+            message_id = next(self.ids)
+            self.group_posts.append({
+                "method": method, "chat_id": chat_id, "thread_id": int(thread) if thread is not None else None,
+                "text": params.get("text") or params.get("caption"), "reply_markup": params.get("reply_markup"),
+                "parse_mode": params.get("parse_mode"), "from_chat_id": params.get("from_chat_id"),
+                "document": params.get("document"), "message_id": message_id, "at": time.monotonic()})
+            self.arrived.set()
+            if method == "copyMessage":
+                return web.json_response({"ok": True, "result": {"message_id": message_id}})
+            return web.json_response({"ok": True, "result": {
+                "message_id": message_id, "date": int(time.time()), "chat": self._chat(chat_id, thread),
+                "message_thread_id": thread, "is_topic_message": True, "text": params.get("text")}})
+        return None
+
+    def topic_posts(self, thread_id: int) -> list[dict[str, Any]]:
+        return [p for p in self.group_posts if p["thread_id"] == thread_id]
+
+    async def wait_for_group(self, count: int, timeout_s: float = 10.0) -> list[dict[str, Any]]:
+        """Wait until at least `count` posts reached the mentor group."""
+        deadline = time.monotonic() + timeout_s
+        while len(self.group_posts) < count and time.monotonic() < deadline:
+            self.arrived.clear()
+            try:
+                await asyncio.wait_for(self.arrived.wait(), timeout=0.2)
+            except TimeoutError:
+                pass
+        return self.group_posts
+
     async def wait_for(self, count: int, timeout_s: float = 10.0) -> list[dict[str, Any]]:
         """Wait until at least `count` messages were sent."""
         deadline = time.monotonic() + timeout_s
@@ -186,7 +269,18 @@ class TwilioDouble(HttpDouble):
         self.fail_next: list[tuple[int, int]] = []  # (HTTP status, Twilio error code)
         self.ids = itertools.count(1)
         self.arrived = asyncio.Event()
+        # media a learner sent, served at /2010-04-01/Accounts/{sid}/Messages/{msg}/Media/{media} (basic auth)
+        self.media: dict[str, tuple[bytes, str]] = {}
         self.app.router.add_post("/2010-04-01/Accounts/{sid}/Messages.json", self.handle)
+        self.app.router.add_get("/2010-04-01/Accounts/{sid}/Messages/{message}/Media/{media}", self.serve_media)
+
+    async def serve_media(self, request: web.Request) -> web.Response:
+        if not request.headers.get("Authorization", "").startswith("Basic "):
+            return web.Response(status=401)
+        found = self.media.get(request.match_info["media"])
+        if found is None:
+            return web.Response(status=404)
+        return web.Response(body=found[0], content_type=found[1])
 
     async def handle(self, request: web.Request) -> web.Response:
         form = {k: v for k, v in (await request.post()).items() if isinstance(v, str)}

@@ -34,7 +34,8 @@ def test_domain_declares_the_design_intents_and_actions() -> None:
         "greet", "goodbye", "thank", "affirm", "deny", "bot_challenge", "ask_capabilities",
         "ask_programme_info", "ask_enrolment_how", "ask_enrolment_status", "ask_deadline", "ask_extension",
         "ask_recognition", "ask_certificate", "report_technical_problem", "request_human", "express_distress",
-        "change_language", "stop_reminders", "start_reminders", "delete_my_data", "out_of_scope",
+        "change_language", "stop_reminders", "start_reminders", "delete_my_data", "ask_account_linking",
+        "out_of_scope",
     }
     assert set(domain["entities"]) == {"course", "university", "country", "language"}
     assert {"action_enrolment_status", "action_deadlines", "action_credits", "action_recognition",

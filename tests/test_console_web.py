@@ -219,6 +219,7 @@ async def test_whatsapp_reply_outside_window_goes_out_as_template(gateway: Gatew
     await login(console, "amal@example.org")
     token = await csrf(console)
     await console.post(f"/console/h/{h.id}/claim", data={"csrf_token": token})
+    await gateway.settle()
     async with gateway.services.db.session() as s:
         contact = (await s.execute(select(Contact))).scalar_one()
         contact.last_inbound_at = utcnow() - timedelta(hours=26)
@@ -229,9 +230,24 @@ async def test_whatsapp_reply_outside_window_goes_out_as_template(gateway: Gatew
     assert response.status_code == 303 and "notice=template" in response.headers["location"]
     sent = await gateway.twilio.wait_for(before + 1)
     assert sent[-1].get("ContentSid") == "HX0000mentorreply"
+    await gateway.settle()
+    assert len(gateway.twilio.sent) == before + 1  # only the template: the text waits
     async with gateway.services.db.session() as s:
-        row = (await s.execute(select(Outbox).where(Outbox.origin == "mentor"))).scalar_one()
-    assert row.payload and row.payload["template"]["sid"] == "HX0000mentorreply"
+        rows = list((await s.execute(select(Outbox).where(Outbox.origin == "mentor").order_by(Outbox.id))).scalars())
+    assert rows[0].payload and rows[0].payload["template"]["sid"] == "HX0000mentorreply"
+    assert rows[1].text == "Hello Omar" and rows[1].status == "held"
+    assert "Hello Omar" in (await console.get(f"/console/h/{h.id}/transcript")).text
+
+    # the learner answers the template: the held text goes out first, and the answer reaches the mentor
+    form["Body"], form["MessageSid"] = "ok, what did you write?", "SM" + "2" * 32
+    assert (await gateway.whatsapp(form)).status_code == 200
+    await gateway.settle()
+    sent = await gateway.twilio.wait_for(before + 2)
+    assert sent[before + 1].get("Body") == "Hello Omar"
+    async with gateway.services.db.session() as s:
+        contact = (await s.execute(select(Contact))).scalar_one()
+        held = await s.get(Outbox, rows[1].id)
+    assert contact.held_since is None and held is not None and held.status == "sent"
 
 
 async def test_export_goes_to_the_mentor_of_the_conversation_only(gateway: Gateway,

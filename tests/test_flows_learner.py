@@ -147,20 +147,73 @@ async def test_recognition_for_a_country_name(executor: ActionExecutor, platform
     assert "Lyon" not in text
 
 
-async def test_recognition_country_in_arabic_and_university_slot(executor: ActionExecutor,
-                                                                 platform: PlatformClient) -> None:
+def place(entity: str, value: str) -> list[dict[str, Any]]:
+    return [{"entity": entity, "value": value, "start": 0, "end": len(value)}]
+
+
+async def test_recognition_country_in_arabic_and_a_university(executor: ActionExecutor,
+                                                              platform: PlatformClient) -> None:
     text = texts(await run(executor, action_call("action_recognition", learner_id="L1006", language="ar",
-                                                 slots={"country": "الأردن"})))
+                                                 intent="ask_recognition", entities=place("country", "بالأردن"))))
     assert "Amman Applied University" in text and "Academic English B2" in text
-    text = texts(await run(executor, action_call("action_recognition", learner_id="L1005",
-                                                 slots={"university": "Beirut"})))
+    text = texts(await run(executor, action_call("action_recognition", learner_id="L1005", intent="ask_recognition",
+                                                 entities=place("university", "Beirut"))))
     assert "Beirut Open University" in text and "9 ECTS" in text
+
+
+async def test_recognition_without_a_place_gives_the_credits_and_asks_once(executor: ActionExecutor,
+                                                                            platform: PlatformClient) -> None:
+    cat = get_catalogue()
+    result = await executor.run(action_call("action_recognition", learner_id="L1005", language="de",
+                                            intent="ask_recognition", text="werden meine credits anerkannt?"))
+    assert result is not None
+    assert result.responses[-1]["text"] == cat.text("dialogue_ask_country", "de")
+    assert "ECTS" in texts(result.responses)
+    assert next(e for e in result.events if e.get("name") == "awaiting_place")["value"] is True
+
+    # the answer: a dialect form of a country, without an entity
+    result = await executor.run(action_call("action_recognition", learner_id="L1005", language="ar",
+                                            intent="out_of_scope", text="بألمانيا", slots={"awaiting_place": True}))
+    assert result is not None
+    assert "Rhein University of Applied Sciences" in texts(result.responses)
+    assert next(e for e in result.events if e.get("name") == "awaiting_place")["value"] is False
+
+
+async def test_a_sentence_after_the_question_is_not_taken_as_a_place(executor: ActionExecutor,
+                                                                     platform: PlatformClient) -> None:
+    cat = get_catalogue()
+    result = await executor.run(action_call(
+        "action_recognition", learner_id="L1005", language="fr", intent="out_of_scope",
+        text="au fait, quel temps fait-il a paris aujourd'hui et demain ?", slots={"awaiting_place": True}))
+    assert result is not None
+    assert [r["text"] for r in result.responses] == [cat.text("utter_out_of_scope", "fr"),
+                                                     cat.text("dialogue_form_ask_again", "fr")]
+
+
+async def test_a_possible_crisis_after_the_question_gets_the_safety_message(executor: ActionExecutor,
+                                                                             platform: PlatformClient) -> None:
+    call = action_call("action_recognition", learner_id="L1005", intent="nlu_fallback", text="i cant anymore",
+                       slots={"awaiting_place": True})
+    call["tracker"]["latest_message"]["intent_ranking"] = [
+        {"name": "nlu_fallback", "confidence": 0.6}, {"name": "express_distress", "confidence": 0.24}]
+    result = await executor.run(call)
+    assert result is not None
+    assert any((r.get("custom") or {}).get("sanad", {}).get("urgent") for r in result.responses)
+
+
+@pytest.mark.parametrize(("raw", "code"), [
+    ("Germany", "DE"), ("in Deutschland", "DE"), ("en France", "FR"), ("بألمانيا", "DE"), ("بفرنسا", "FR"),
+    ("في ألمانيا", "DE"), ("fi almanya", "DE"), ("b faransa", "FR"), ("در آلمان", "DE"), ("آلمان", "DE"),
+    ("بالأردن", "JO"), ("au Liban", "LB"), ("nach Österreich", "AT"), ("the Netherlands", "NL"),
+])
+def test_resolve_country_in_every_language_and_dialect_form(raw: str, code: str) -> None:
+    assert learner_flows.resolve_country(raw) == code
 
 
 async def test_recognition_nothing_matches_offers_a_mentor(executor: ActionExecutor,
                                                            platform: PlatformClient) -> None:
     responses = await run(executor, action_call("action_recognition", learner_id="L1001",
-                                                slots={"country": "TR"}))
+                                                intent="ask_recognition", entities=place("country", "TR")))
     assert "Türkiye" in texts(responses) or "Turkey" in texts(responses)
     assert responses[0]["buttons"] == [{"title": "Talk to a mentor", "payload": "/request_human"}]
 

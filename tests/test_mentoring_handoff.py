@@ -80,6 +80,7 @@ async def inbound(services: Services, contact_id: int, text: str, payload: dict[
 
 
 async def test_request_opens_one_waiting_handoff_and_tells_learner_when(services: Services) -> None:
+    await make_mentor(services, "camille@example.org", "fr")  # on duty: the learner gets a time
     cid = await make_contact(services, language="fr")
     replies = await escalate(services, cid)
     assert len(replies) == 1
@@ -109,6 +110,7 @@ async def test_unknown_reason_is_refused(services: Services) -> None:
 
 
 async def test_eta_grows_with_queue_position(services: Services) -> None:
+    await make_mentor(services, "jonas@example.org", "de,en")
     first = await make_contact(services, "telegram:1", "de")
     second = await make_contact(services, "telegram:2", "de")
     other_language = await make_contact(services, "telegram:3", "en")
@@ -122,6 +124,7 @@ async def test_eta_grows_with_queue_position(services: Services) -> None:
 async def test_gateway_command_handler_is_registered(services: Services) -> None:
     handler = handler_for("handoff")
     assert handler is not None
+    await make_mentor(services, "dari@example.org", "fa")
     cid = await make_contact(services, language="fa")
     async with services.db.session() as s:
         contact = await s.get(Contact, cid)
@@ -207,7 +210,7 @@ async def test_resolve_returns_to_bot_even_when_rasa_is_down(services: Services)
     assert await contact_mode(services, cid) == "bot"
     async with services.db.session() as s:
         texts = [r.text for r in (await s.execute(select(Outbox).order_by(Outbox.id))).scalars()]
-    assert "closed this conversation" in texts[-1]
+    assert "closed this conversation" in texts[-2] and "How helpful" in texts[-1]  # then the rating question
     with pytest.raises(HandoffError):
         await end_handoff(services, h.id, "resolved", actor=f"mentor:{mentor.id}")
 
@@ -227,12 +230,17 @@ async def test_whatsapp_outside_24h_window_sends_the_template(services: Services
         handoff = await s.get(Handoff, h.id)
         assert handoff is not None
         outcome = await send_mentor_reply(services, s, handoff, mentor, "Hello, I can help with the extension")
-    assert outcome.used_template
+    assert outcome.used_template and outcome.held_id is not None
     async with services.db.session() as s:
         row = await s.get(Outbox, outcome.outbox_id)
+        held = await s.get(Outbox, outcome.held_id)
+        contact = await s.get(Contact, cid)
     assert row is not None and row.payload is not None
     assert row.payload["template"]["sid"] == "HXar" and row.origin == "mentor" and row.author_mentor_id == mentor.id
-    assert "Hello" not in (row.text or "")
+    assert "Hello" not in (row.text or "") and row.status == "queued"
+    # the text itself is kept, not sent, until the learner answers
+    assert held is not None and held.status == "held" and held.text == "Hello, I can help with the extension"
+    assert contact is not None and contact.held_since is not None
 
     services.settings = services.settings.replace(whatsapp_templates={})
     async with services.db.session() as s:
@@ -282,25 +290,33 @@ async def test_transfer_checks_languages(services: Services) -> None:
 
 
 async def test_sla_realerts_unclaimed_and_urgent_goes_to_everyone(services: Services) -> None:
+    from bot.mentoring.urgent import realert_urgent
 
-    services.settings = services.settings.replace(handoff_claim_timeout_s=60.0)
+    services.settings = services.settings.replace(handoff_claim_timeout_s=60.0, handoff_offer_timeout_s=60.0)
     calm = await make_contact(services, "telegram:11", "en")
     urgent = await make_contact(services, "telegram:12", "fa")
     await escalate(services, calm)
     await escalate(services, urgent, "distress", urgent=True)
+    await drain()
     async with services.db.session() as s:
         for h in (await s.execute(select(Handoff))).scalars():
             h.created_at = utcnow() - timedelta(minutes=5)
     async with services.coord.subscribe("console") as queue:
-        assert await sla.realert_unclaimed(services) == 2
+        assert await sla.realert_unclaimed(services) == 1
+        assert await realert_urgent(services) == 1
         await drain()
-        events = [await asyncio.wait_for(queue.get(), 5) for _ in range(2)]
-    assert {(e["type"], e["language"], bool(e.get("everyone"))) for e in events} == {
-        ("alert", "en", False), ("alert", "fa", True)}
+        events = []
+        while not queue.empty() or len(events) < 3:
+            events.append(await asyncio.wait_for(queue.get(), 5))
+    kinds = {(e["type"], e["language"], bool(e.get("everyone"))) for e in events}
+    assert ("alert", "en", False) in kinds and ("alert", "fa", True) in kinds
+    # the first re-alert of an urgent hand-off also escalates it to the leads
+    assert any(e["type"] == "lead_alert" and e.get("why") == "urgent_unclaimed" for e in events)
     # alerted just now: the next pass stays quiet until the timeout passes again
-    assert await sla.realert_unclaimed(services) == 0
+    assert await sla.realert_unclaimed(services) == 0 and await realert_urgent(services) == 0
     rows = await handoffs(services)
     assert [h.alert_count for h in rows] == [1, 1]
+    assert rows[0].escalated_at is None and rows[1].escalated_at is not None
 
 
 async def test_sla_closes_idle_conversations(services: Services) -> None:

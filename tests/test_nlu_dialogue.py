@@ -17,17 +17,14 @@ from flows.dialogue import (
     ActionExtensionHandoff,
     ActionFallbackTopics,
     ActionRequestHuman,
-    ActionResetRecognition,
     ActionStartReminders,
     ActionStopReminders,
-    ValidateRecognitionForm,
     contacts_text,
     fallback_topics,
     help_contacts,
 )
 
-DOMAIN: dict[str, Any] = {"slots": {"language": {}, "country": {}, "university": {}, "course": {}},
-                          "forms": {"recognition_form": {"required_slots": ["country"]}}}
+DOMAIN: dict[str, Any] = {"slots": {"language": {}, "language_offered": {}, "awaiting_place": {}, "course": {}}}
 
 
 def tracker(text: str = "hi", intent: str = "greet", *, entities: list[dict[str, Any]] | None = None,
@@ -37,7 +34,7 @@ def tracker(text: str = "hi", intent: str = "greet", *, entities: list[dict[str,
             "country": country, "first_name": "Amal", "pin_required": False}
     latest = {"text": text, "intent": {"name": intent, "confidence": 0.9}, "entities": entities or [],
               "intent_ranking": ranking or [], "metadata": meta}
-    all_slots = {"language": None, "country": None, "university": None, "course": None, "requested_slot": None}
+    all_slots = {"language": None, "language_offered": None, "awaiting_place": False, "course": None}
     all_slots.update(slots or {})
     return Tracker("telegram:42", all_slots, latest, [{"event": "user", "text": text, "metadata": meta}],
                    False, None, {}, "action_listen")
@@ -107,13 +104,53 @@ async def test_request_human_and_extension_hand_off() -> None:
 
 
 @pytest.mark.parametrize(("value", "code"), [("ar", "ar"), ("Arabisch", "ar"), ("fa", "fa"), ("français", "fr")])
-async def test_change_language_confirms_in_the_new_language(value: str, code: str) -> None:
+async def test_a_language_button_switches_and_confirms_in_the_new_language(value: str, code: str) -> None:
     dispatcher = CollectingDispatcher()
+    payload = f'/change_language{{"language":"{value}"}}'
     events = await ActionChangeLanguage().run(
-        dispatcher, tracker("x", "change_language", entities=[{"entity": "language", "value": value}]), DOMAIN)
+        dispatcher, tracker(payload, "change_language", entities=[{"entity": "language", "value": value}]), DOMAIN)
     assert commands(dispatcher) == [{"command": "set_language", "language": code}]
     assert texts(dispatcher) == [get_catalogue().text("dialogue_language_changed", code)]
-    assert events == [SlotSet("language", code)]
+    assert events == [SlotSet("language", code), SlotSet("language_offered", None)]
+
+
+@pytest.mark.parametrize(("text", "language", "named", "code"), [
+    ("kannst du Arabisch?", "de", "Arabisch", "ar"),
+    ("do you speak french?", "en", "french", "fr"),
+    ("بتحكي فارسي؟", "ar", "فارسي", "fa"),
+])
+async def test_a_typed_language_is_a_question_answered_with_two_buttons(text: str, language: str, named: str,
+                                                                       code: str) -> None:
+    cat = get_catalogue()
+    dispatcher = CollectingDispatcher()
+    events = await ActionChangeLanguage().run(dispatcher, tracker(
+        text, "change_language", entities=[{"entity": "language", "value": named}], language=language), DOMAIN)
+    assert not commands(dispatcher)  # nothing switched yet
+    [message] = dispatcher.messages
+    from flows.dialogue import language_name
+
+    assert message["text"] == cat.text("dialogue_confirm_language", language, language=language_name(code, language))
+    assert [b["payload"] for b in message["buttons"]] == [f'/change_language{{"language":"{code}"}}', "/deny"]
+    assert [b["title"] for b in message["buttons"]] == [cat.text("dialogue_language_yes", code),
+                                                        cat.text("dialogue_language_no", language)]
+    assert events == [SlotSet("language_offered", code)]
+
+
+async def test_a_typed_yes_to_the_language_question_switches() -> None:
+    dispatcher = CollectingDispatcher()
+    events = await ActionChangeLanguage().run(
+        dispatcher, tracker("ja", "affirm", language="de", slots={"language_offered": "ar"}), DOMAIN)
+    assert commands(dispatcher) == [{"command": "set_language", "language": "ar"}]
+    assert events == [SlotSet("language", "ar"), SlotSet("language_offered", None)]
+
+
+async def test_the_current_language_is_not_offered_again() -> None:
+    dispatcher = CollectingDispatcher()
+    await ActionChangeLanguage().run(dispatcher, tracker(
+        "sprichst du deutsch?", "change_language", entities=[{"entity": "language", "value": "de"}],
+        language="de"), DOMAIN)
+    assert not commands(dispatcher)
+    assert texts(dispatcher) == [get_catalogue().text("dialogue_language_already", "de")]
 
 
 async def test_change_language_without_a_language_asks_with_five_buttons() -> None:
@@ -135,24 +172,3 @@ async def test_settings_actions_send_their_commands() -> None:
         dispatcher = CollectingDispatcher()
         await action.run(dispatcher, tracker(), DOMAIN)
         assert commands(dispatcher) == [command]
-
-
-async def test_reset_recognition_keeps_only_what_this_message_says() -> None:
-    events = await ActionResetRecognition().run(
-        CollectingDispatcher(),
-        tracker("unis in germany", "ask_recognition", entities=[{"entity": "country", "value": "DE"}],
-                slots={"country": "FR", "university": "Sorbonne"}), DOMAIN)
-    assert events == [SlotSet("country", "DE"), SlotSet("university", None)]
-
-
-async def test_form_needs_a_country_or_a_university() -> None:
-    form = ValidateRecognitionForm()
-    dispatcher = CollectingDispatcher()
-    assert await form.required_slots(["country"], dispatcher, tracker(), DOMAIN) == ["country"]
-    assert await form.required_slots(["country"], dispatcher, tracker(slots={"university": "TU Berlin"}),
-                                     DOMAIN) == []
-    assert await form.validate_country("Ireland", dispatcher, tracker("Ireland"), DOMAIN) == {"country": "Ireland"}
-    assert await form.validate_country("Kabul University", dispatcher, tracker("Kabul University"), DOMAIN) == {
-        "university": "Kabul University", "country": None}
-    assert await form.validate_country("??", dispatcher, tracker("??"), DOMAIN) == {"country": None}
-    assert texts(dispatcher) == [get_catalogue().text("dialogue_recognition_unclear", "en")]

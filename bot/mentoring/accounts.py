@@ -67,20 +67,29 @@ async def add_mentor(
     languages: str,
     role: str = "mentor",
     display_name: str | None = None,
+    *,
+    telegram_user_id: int | None = None,
+    capacity: int | None = None,
 ) -> Mentor:
-    """Create a mentor, or update the password/languages/role of an existing e-mail."""
+    """Create a mentor, or update the password/languages/role of an existing e-mail; `telegram_user_id`
+    links their Telegram account (the mentor group), `capacity` caps the conversations offered to them."""
     email = email.strip().lower()
     if "@" not in email or len(email) > 254:
         raise AccountError("give a valid e-mail address")
     if role not in ROLES:
         raise AccountError("role must be mentor or lead")
+    if capacity is not None and not 0 <= capacity <= 100:
+        raise AccountError("capacity must be between 0 and 100")
+    if telegram_user_id is not None and telegram_user_id <= 0:
+        raise AccountError("a Telegram user id is a positive number (a person, not a group)")
     langs = parse_languages(languages)
     password_hash = await asyncio.to_thread(hash_password, password)
     name = clean_display_name(display_name)
     mentor = await find_by_email(session, email)
     if mentor is None:
         mentor = Mentor(email=email, password_hash=password_hash, languages=langs, role=role,
-                        display_name=name or email.split("@", 1)[0], on_duty=True, active=True)
+                        display_name=name or email.split("@", 1)[0], on_duty=True, active=True,
+                        capacity=5 if capacity is None else capacity)
         session.add(mentor)
     else:
         mentor.password_hash = password_hash
@@ -91,7 +100,13 @@ async def add_mentor(
             mentor.display_name = name
         # a new password ends every session opened with the old one
         await revoke_all_sessions(session, mentor.id)
+    if capacity is not None:
+        mentor.capacity = capacity
     await session.flush()
+    if telegram_user_id is not None:
+        from bot.mentoring.group.linking import set_telegram_account
+
+        await set_telegram_account(session, mentor, telegram_user_id)
     return mentor
 
 

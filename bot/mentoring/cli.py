@@ -1,5 +1,6 @@
-"""`sanad mentor add EMAIL --languages ar,en --role mentor|lead [--password P | stdin | prompt]`,
-`sanad mentor deactivate EMAIL` and `sanad mentor logout EMAIL` (end every console session)."""
+"""`sanad mentor add EMAIL --languages ar,en --role mentor|lead [--telegram-user-id ID] [--capacity N]
+[--password P | stdin | prompt]`, `sanad mentor deactivate EMAIL` and `sanad mentor logout EMAIL`
+(end every console session)."""
 
 from __future__ import annotations
 
@@ -27,6 +28,10 @@ def register_cli(subparsers: Any) -> None:
     add.add_argument("--role", choices=["mentor", "lead"], default="mentor")
     add.add_argument("--name", default=None, help="name the learner sees")
     add.add_argument("--password", default=None, help="omit to be prompted (or pipe it on stdin)")
+    add.add_argument("--telegram-user-id", type=int, default=None,
+                     help="the mentor's Telegram account, for the mentor group (see the README)")
+    add.add_argument("--capacity", type=int, default=None,
+                     help="open conversations above which none is offered to them (default 5)")
     add.set_defaults(func=_run_add)
     deactivate = actions.add_parser("deactivate", help="close a mentor's account and end their console sessions")
     deactivate.add_argument("email")
@@ -53,8 +58,11 @@ async def _add(settings: Settings, args: argparse.Namespace, password: str) -> s
         if db.is_sqlite:
             await db.create_all()
         async with db.session() as session:
-            mentor = await add_mentor(session, args.email, password, args.languages, args.role, args.name)
-            return f"mentor {mentor.id} {mentor.email} ({mentor.role}; {mentor.languages})"
+            mentor = await add_mentor(session, args.email, password, args.languages, args.role, args.name,
+                                      telegram_user_id=args.telegram_user_id, capacity=args.capacity)
+            linked = f"; telegram {mentor.telegram_user_id}" if mentor.telegram_user_id else ""
+            return (f"mentor {mentor.id} {mentor.email} ({mentor.role}; {mentor.languages}; "
+                    f"capacity {mentor.capacity}{linked})")
     finally:
         await db.dispose()
 

@@ -1,4 +1,5 @@
-"""Live events for open consoles, published only once the change they describe is committed.
+"""Live events for open consoles, published only once the change they describe is committed;
+and the same "after commit" for other follow-up work (posting into the mentor group).
 
 Consoles re-read the page fragment an event names, so an event published before
 its transaction commits would make them read the old state; events carry ids and
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import event
@@ -22,7 +24,7 @@ log = logging.getLogger(__name__)
 
 CONSOLE_CHANNEL = "console"
 _PENDING_KEY = "sanad_console_events"
-_tasks: set[asyncio.Task[None]] = set()
+_tasks: set[asyncio.Task[Any]] = set()
 
 
 async def publish_now(services: Services, message: dict[str, Any]) -> None:
@@ -35,8 +37,14 @@ async def publish_now(services: Services, message: dict[str, Any]) -> None:
 
 def publish_after_commit(services: Services, session: AsyncSession, message: dict[str, Any]) -> None:
     """Queue `message` on the session; it is published right after the transaction commits."""
+    after_commit(session, lambda: publish_now(services, message))
+
+
+def after_commit(session: AsyncSession, start: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    """Run `start()` as a task once the session's transaction commits (in the order given);
+    nothing runs if it rolls back."""
     sync_session = session.sync_session
-    pending: list[dict[str, Any]] | None = sync_session.info.get(_PENDING_KEY)
+    pending: list[Callable[[], Coroutine[Any, Any, None]]] | None = sync_session.info.get(_PENDING_KEY)
     if pending is None:
         pending = []
         sync_session.info[_PENDING_KEY] = pending
@@ -48,19 +56,26 @@ def publish_after_commit(services: Services, session: AsyncSession, message: dic
             except RuntimeError:
                 return
             for item in items:
-                task = loop.create_task(publish_now(services, item))
+                task = loop.create_task(item())
                 _tasks.add(task)
                 task.add_done_callback(_tasks.discard)
 
-        def _rolled_back(sess: Session) -> None:
+        def _rolled_back(sess: Session, _previous: Any) -> None:
             sess.info.pop(_PENDING_KEY, None)
 
         event.listen(sync_session, "after_commit", _committed, once=True)
         event.listen(sync_session, "after_soft_rollback", _rolled_back, once=True)
-    pending.append(message)
+    pending.append(start)
+
+
+def spawn(start: Coroutine[Any, Any, None]) -> None:
+    """Run a coroutine in the background now, kept until done (`drain` waits for it)."""
+    task = asyncio.get_running_loop().create_task(start)
+    _tasks.add(task)
+    task.add_done_callback(_tasks.discard)
 
 
 async def drain() -> None:
-    """Wait for the events scheduled so far (tests and benches)."""
-    if _tasks:
+    """Wait for the events and tasks scheduled so far, and those they schedule (tests and benches)."""
+    while _tasks:
         await asyncio.gather(*list(_tasks), return_exceptions=True)

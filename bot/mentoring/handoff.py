@@ -10,10 +10,7 @@ mentors claim at once exactly one wins.
 from __future__ import annotations
 
 import logging
-import math
-import statistics
 from dataclasses import dataclass
-from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, select, update
@@ -21,10 +18,11 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_object_session
 
 from bot.conversation.commands import CommandResult, command
 from bot.i18n.catalogue import Rendered, normalise_language
-from bot.mentoring.events import publish_after_commit
+from bot.mentoring.events import after_commit, publish_after_commit
+from bot.mentoring.group import posts as group_posts
 from bot.outbox.queue import enqueue
 from bot.privacy.audit import audit, mentor_actor
-from bot.storage.db import as_utc, utcnow
+from bot.storage.db import utcnow
 from bot.storage.models import Contact, Handoff, Mentor
 
 if TYPE_CHECKING:
@@ -41,8 +39,6 @@ OUTCOME_MESSAGES: dict[str, str] = {
     "idle": "handoff_idle_closed",
     "learner": "handoff_back_to_bot",
 }
-# samples of recent claim times needed before they replace the configured minutes per position
-_MIN_CLAIM_SAMPLES = 3
 
 
 class HandoffError(Exception):
@@ -58,6 +54,19 @@ class HandoffError(Exception):
 
 def mentor_languages(mentor: Mentor) -> set[str]:
     return {part.strip().lower() for part in (mentor.languages or "").split(",") if part.strip()}
+
+
+def mentor_name(mentor: Mentor) -> str:
+    """How a mentor is named to colleagues (console, mentor group)."""
+    return mentor.display_name or mentor.email.split("@", 1)[0]
+
+
+def deliver_after_commit(services: Services, session: AsyncSession, outbox_ids: list[int]) -> None:
+    """Send these queued rows right after the transaction commits (the worker sends what this misses)."""
+    from bot.mentoring.routing import deliver
+
+    if outbox_ids:
+        after_commit(session, lambda: deliver(services, list(outbox_ids)))
 
 
 def console_event(kind: str, handoff: Handoff, **extra: Any) -> dict[str, Any]:
@@ -95,72 +104,31 @@ async def lock_contact(session: AsyncSession, contact_id: int) -> Contact:
     return contact
 
 
-# --- waiting-time estimate ---------------------------------------------------
-
-@dataclass(frozen=True)
-class QueueEstimate:
-    """Where a waiting hand-off stands in the queue of its language."""
-
-    position: int
-    minutes: int
-
-
-async def queue_position(session: AsyncSession, handoff: Handoff) -> int:
-    """1 = next to be claimed: urgent first, then by waiting time, among the same language."""
-    rows = (
-        await session.execute(
-            select(Handoff.id, Handoff.urgent, Handoff.created_at).where(
-                Handoff.state == "waiting", Handoff.language == handoff.language
-            )
-        )
-    ).all()
-    mine = (not handoff.urgent, as_utc(handoff.created_at), handoff.id)
-    ahead = [hid for hid, urgent, created in rows if hid != handoff.id and (not urgent, as_utc(created), hid) < mine]
-    return 1 + len(ahead)
-
-
-async def seconds_per_position(services: Services, session: AsyncSession, language: str) -> float:
-    """Median time to claim in this language over the last week, else the configured minutes per position."""
-    since = utcnow() - timedelta(days=7)
-    rows = (
-        await session.execute(
-            select(Handoff.created_at, Handoff.claimed_at)
-            .where(Handoff.language == language, Handoff.claimed_at.is_not(None), Handoff.created_at >= since)
-            .order_by(Handoff.claimed_at.desc())
-            .limit(50)
-        )
-    ).all()
-    samples = [(as_utc(claimed) - as_utc(created)).total_seconds() for created, claimed in rows if claimed]
-    if len(samples) >= _MIN_CLAIM_SAMPLES:
-        return max(60.0, statistics.median(samples))
-    return max(60.0, services.settings.handoff_minutes_per_position * 60.0)
-
-
-async def estimate(services: Services, session: AsyncSession, handoff: Handoff) -> QueueEstimate:
-    position = await queue_position(session, handoff)
-    per_position_s = await seconds_per_position(services, session, handoff.language)
-    return QueueEstimate(position=position, minutes=max(1, math.ceil(position * per_position_s / 60.0)))
-
-
-def eta_phrase(services: Services, minutes: int, language: str) -> str:
-    """"about 10 minutes" / "about 2 hours" in the learner's language."""
-    from bot.i18n.catalogue import number
-
-    if minutes < 90:
-        return services.catalogue.text("handoff_eta_minutes", language, minutes=number(minutes, language))
-    return services.catalogue.text("handoff_eta_hours", language, hours=number(round(minutes / 60), language))
-
-
 # --- transitions -------------------------------------------------------------
 
-async def request_handoff(
-    services: Services, session: AsyncSession, contact: Contact, reason: str, urgent: bool
-) -> list[Rendered]:
-    """Open a hand-off for `contact` (or upgrade the open one) and say what happens next.
+@dataclass(frozen=True)
+class Opened:
+    """The contact's open hand-off after a request (None: refused, the web chat's cap), whether the request
+    made it urgent, the learner's replies."""
 
-    Idempotent: a second request while one is open does not open another; an urgent
-    request makes an open one urgent.
+    handoff: Handoff | None
+    newly_urgent: bool
+    replies: list[Rendered]
+
+
+async def open_or_upgrade(
+    services: Services, session: AsyncSession, contact: Contact, reason: str, *, urgent: bool, actor: str = "learner"
+) -> Opened:
+    """Open a hand-off for `contact` (or upgrade the open one) and say what happens next, from the facts
+    (bot/mentoring/promise.py). Idempotent: a second request while one is open does not open another;
+    an urgent request makes an open one urgent. A new hand-off gets its mentor group topic and is
+    offered to a mentor (bot/mentoring/assignment.py); an urgent one alerts everyone (bot/mentoring/urgent.py).
     """
+    from bot.mentoring.assignment import offer
+    from bot.mentoring.group.posts import open_topic
+    from bot.mentoring.promise import promise_for
+    from bot.mentoring.urgent import alert_leads, alert_urgent
+
     if reason not in REASONS:
         raise ValueError(f"unknown hand-off reason {reason!r}")
     urgent = bool(urgent) or reason == "distress"
@@ -169,25 +137,21 @@ async def request_handoff(
     now = utcnow()
     handoff = await open_handoff(session, contact.id, for_update=True)
     if handoff is not None:
-        if handoff.state == "with_mentor":
-            if urgent and not handoff.urgent:
-                handoff.urgent = True
-                publish_after_commit(services, session, console_event("handoff_urgent", handoff))
-            handoff.last_activity_at = now
-            return [services.catalogue.render("handoff_with_mentor_already", language)]
-        if urgent and not handoff.urgent:
-            handoff.urgent = True
-            handoff.reason = reason
-            handoff.last_activity_at = now
-            await session.flush()
-            audit(session, services.settings, actor="learner", action="handoff.urgent", contact_key=contact.key,
-                  detail={"handoff_id": handoff.id, "reason": reason})
-            publish_after_commit(services, session, console_event("handoff_urgent", handoff))
-            return [services.catalogue.render("handoff_waiting_urgent", language)]
         handoff.last_activity_at = now
-        est = await estimate(services, session, handoff)
-        return [services.catalogue.render("handoff_still_waiting", language,
-                                          eta=eta_phrase(services, est.minutes, language))]
+        newly = urgent and not handoff.urgent
+        if newly:
+            handoff.urgent = True
+            if handoff.state == "waiting":
+                handoff.reason = reason
+                handoff.offered_mentor_id, handoff.offered_at = None, None
+            await session.flush()
+            audit(session, services.settings, actor=actor, action="handoff.urgent", contact_key=contact.key,
+                  detail={"handoff_id": handoff.id, "reason": reason})
+            await alert_urgent(services, session, handoff, upgraded=True)
+        if handoff.state == "with_mentor":
+            return Opened(handoff, newly, [services.catalogue.render("handoff_with_mentor_already", language)])
+        message, _facts = await promise_for(services, session, contact, handoff, again=not newly)
+        return Opened(handoff, newly, [message])
 
     if contact.channel == "web" and await _webchat_full(services, session):
         # the web chat is anonymous: a cap keeps it from filling the mentors' queue
@@ -195,7 +159,7 @@ async def request_handoff(
                     services.settings.webchat_max_open_handoffs)
         audit(session, services.settings, actor="learner", action="handoff.refused_webchat_full",
               contact_key=contact.key, detail={"reason": reason, "urgent": urgent})
-        return [services.catalogue.render("handoff_webchat_full", language)]
+        return Opened(None, False, [services.catalogue.render("handoff_webchat_full", language)])
     handoff = Handoff(
         contact_id=contact.id,
         state="waiting",
@@ -208,14 +172,31 @@ async def request_handoff(
     session.add(handoff)
     contact.mode = "waiting"
     await session.flush()
-    audit(session, services.settings, actor="learner", action="handoff.requested", contact_key=contact.key,
+    audit(session, services.settings, actor=actor, action="handoff.requested", contact_key=contact.key,
           detail={"handoff_id": handoff.id, "reason": reason, "urgent": urgent})
     publish_after_commit(services, session, console_event("handoff_new", handoff, everyone=urgent))
     log.info("hand-off %s opened (reason=%s urgent=%s language=%s)", handoff.id, reason, urgent, language)
+    await open_topic(services, session, handoff)
     if urgent:
-        return [services.catalogue.render("handoff_waiting_urgent", language)]
-    est = await estimate(services, session, handoff)
-    return [services.catalogue.render("handoff_waiting", language, eta=eta_phrase(services, est.minutes, language))]
+        await alert_urgent(services, session, handoff)
+    else:
+        await offer(services, session, handoff)
+    message, facts = await promise_for(services, session, contact, handoff)
+    if facts.on_duty == 0 and facts.back_at is None:
+        await alert_leads(services, session, handoff, "nobody_on_duty")
+    return Opened(handoff, urgent, [message])
+
+
+async def request_handoff(
+    services: Services, session: AsyncSession, contact: Contact, reason: str, urgent: bool
+) -> list[Rendered]:
+    """Open (or upgrade) the contact's hand-off; the learner's replies. Urgent requests go through
+    `bot.mentoring.urgent.escalate`, which says the same with the hand-off."""
+    if urgent or reason == "distress":
+        from bot.mentoring.urgent import escalate
+
+        return (await escalate(services, session, contact, reason=reason, source="learner")).replies
+    return (await open_or_upgrade(services, session, contact, reason, urgent=False)).replies
 
 
 async def _webchat_full(services: Services, session: AsyncSession) -> bool:
@@ -268,37 +249,47 @@ async def claim(services: Services, session: AsyncSession, handoff_id: int, ment
     if getattr(result, "rowcount", 0) != 1:
         return None
     await session.refresh(handoff)
+    handoff.offered_mentor_id, handoff.offered_at, handoff.offered_ids = None, None, None
     contact.mode = "with_mentor"
     language = normalise_language(contact.language)
     name = mentor.display_name or services.catalogue.text("handoff_mentor_default_name", language)
     joined = services.catalogue.render("handoff_mentor_joined", language, name=name)
-    await enqueue(session, contact, joined, origin="system")
+    row = await enqueue(session, contact, joined, origin="system")
     audit(session, services.settings, actor=mentor_actor(mentor.id), action="handoff.claim", contact_key=contact.key,
           detail={"handoff_id": handoff.id})
     publish_after_commit(services, session, console_event("handoff_claimed", handoff))
+    deliver_after_commit(services, session, [row.id])
+    await group_posts.card_changed(services, session, handoff)
+    await group_posts.notice(services, session, handoff, "group_claimed", mentor=mentor_name(mentor))
     return handoff
 
 
 @dataclass(frozen=True)
 class Closed:
-    """A hand-off went back to the bot: the learner's message, queued (`outbox_id`) or to send as a reply."""
+    """A hand-off went back to the bot: the learner's messages, queued (`outbox_ids`) or to send as replies."""
 
     replies: list[Rendered]
-    outbox_id: int | None
+    outbox_ids: list[int]
 
 
 async def close(
-    services: Services, session: AsyncSession, handoff: Handoff, outcome: str, *, actor: str, notify: bool = True
+    services: Services, session: AsyncSession, handoff: Handoff, outcome: str, *, actor: str, notify: bool = True,
+    resolution: str | None = None,
 ) -> Closed:
-    """Return the conversation to the bot. With `notify` the learner's message is queued in the outbox;
-    without, it is returned as a reply (the pipeline sends it)."""
+    """Return the conversation to the bot. With `notify` the learner's messages are queued in the outbox;
+    without, they are returned as replies (the pipeline sends them). `resolution`: what came of it,
+    from the leads' list of outcomes. A resolved hand-off asks the learner for a rating
+    (bot/mentoring/satisfaction.py)."""
+    from bot.mentoring.satisfaction import survey
+
     if outcome not in OUTCOME_MESSAGES:
         raise ValueError(f"unknown outcome {outcome!r}")
     contact = await lock_contact(session, handoff.contact_id)
     result = await session.execute(
         update(Handoff)
         .where(Handoff.id == handoff.id, Handoff.state.in_(OPEN_STATES))
-        .values(state="resolved", resolved_at=utcnow(), outcome=outcome)
+        .values(state="resolved", resolved_at=utcnow(), outcome=outcome, resolution=resolution,
+                offered_mentor_id=None, offered_at=None)
         .execution_options(synchronize_session=False)
     )
     if getattr(result, "rowcount", 0) != 1:
@@ -310,10 +301,14 @@ async def close(
     audit(session, services.settings, actor=actor, action=f"handoff.{outcome}", contact_key=contact.key,
           detail={"handoff_id": handoff.id})
     publish_after_commit(services, session, console_event("handoff_closed", handoff, outcome=outcome))
+    await group_posts.card_changed(services, session, handoff, close=True)
+    messages = [message]
+    if outcome == "resolved":
+        messages += await survey(services, session, contact, handoff)
     if notify:
-        row = await enqueue(session, contact, message, origin="system")
-        return Closed(replies=[], outbox_id=row.id)
-    return Closed(replies=[message], outbox_id=None)
+        rows = [await enqueue(session, contact, m, origin="system") for m in messages]
+        return Closed(replies=[], outbox_ids=[row.id for row in rows])
+    return Closed(replies=messages, outbox_ids=[])
 
 
 async def transfer(
@@ -326,8 +321,11 @@ async def transfer(
         raise HandoffError("not your conversation", "not_yours")
     contact = await lock_contact(session, handoff.contact_id)
     values: dict[str, Any]
+    target: Mentor | None = None
     if to_mentor_id is None:
-        values = {"state": "waiting", "mentor_id": None, "claimed_at": None, "last_alert_at": None}
+        # the mentor who gives it back is not offered it again in this round
+        values = {"state": "waiting", "mentor_id": None, "claimed_at": None, "last_alert_at": None,
+                  "offered_mentor_id": None, "offered_at": None, "offered_ids": [handoff.mentor_id]}
         contact.mode = "waiting"
     else:
         target = await session.get(Mentor, to_mentor_id)
@@ -348,6 +346,19 @@ async def transfer(
     audit(session, services.settings, actor=mentor_actor(actor.id), action="handoff.transfer", contact_key=contact.key,
           detail={"handoff_id": handoff.id, "to_mentor_id": to_mentor_id})
     publish_after_commit(services, session, console_event("handoff_transferred", handoff, everyone=False))
+    await group_posts.card_changed(services, session, handoff)
+    if target is None:
+        from bot.mentoring.assignment import offer
+
+        # the learner hears that someone else takes over (in their language), and the queue gets it back
+        told = services.catalogue.render("handoff_transferred_to_queue", normalise_language(contact.language))
+        row = await enqueue(session, contact, told, origin="system")
+        deliver_after_commit(services, session, [row.id])
+        await group_posts.notice(services, session, handoff, "group_transferred_queue", mentor=mentor_name(actor))
+        await offer(services, session, handoff)
+    else:
+        await group_posts.notice(services, session, handoff, "group_transferred_to", mention=[target],
+                                 silent=False, mentor=mentor_name(actor), to=mentor_name(target))
     return handoff
 
 

@@ -13,7 +13,7 @@ import re
 import unicodedata
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -21,14 +21,17 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bot.conversation import lease as contact_lease
 from bot.i18n.catalogue import Rendered, normalise_language
 from bot.mentoring.events import publish_after_commit
+from bot.mentoring.group import posts as group_posts
 from bot.mentoring.handoff import (
     HandoffError,
     close,
     console_event,
+    deliver_after_commit,
     lock_contact,
     open_handoff,
     tell_rasa_resumed,
 )
+from bot.mentoring.held import hold_reply, release_held
 from bot.outbox.queue import enqueue
 from bot.privacy.audit import audit, mentor_actor
 from bot.storage.db import as_utc, utcnow
@@ -76,12 +79,18 @@ async def route_to_mentor(
 
         log.warning("contact %s in mode %s without an open hand-off: reopening", contact.id, contact.mode)
         return await request_handoff(services, session, contact, "request_human", False)
+    if contact.held_since is not None:
+        # the learner answered: the mentor's texts held back by WhatsApp's window go out now
+        released = await release_held(session, contact)
+        if released:
+            deliver_after_commit(services, session, released)
     if is_back_to_bot(message):
         closed = await close(services, session, handoff, "learner", actor="learner", notify=False)
         await tell_rasa_resumed(services, contact.key)
         return closed.replies
     handoff.last_activity_at = utcnow()
     publish_after_commit(services, session, console_event("message", handoff, message_id=message.id))
+    await group_posts.post(services, session, handoff, "learner", inbound_id=message.id)
     return []
 
 
@@ -89,10 +98,12 @@ async def route_to_mentor(
 
 @dataclass
 class ReplyOutcome:
-    """What happened to a mentor's reply: sent as typed, or as the approved template."""
+    """What happened to a mentor's reply: sent as typed (`outbox_id`), or the approved template went out
+    (`outbox_id`) and the text waits for the learner's answer (`held_id`)."""
 
     outbox_id: int
     used_template: bool
+    held_id: int | None = None
 
 
 def outside_whatsapp_window(contact: Contact) -> bool:
@@ -111,10 +122,13 @@ def mentor_reply_template_sid(services: Services, language: str) -> str | None:
 
 
 async def send_mentor_reply(
-    services: Services, session: AsyncSession, handoff: Handoff, mentor: Mentor, text: str
+    services: Services, session: AsyncSession, handoff: Handoff, mentor: Mentor, text: str, *, mirror: bool = True
 ) -> ReplyOutcome:
-    """Queue a mentor's reply (or, outside WhatsApp's window, the approved template) in the caller's
-    transaction; the caller sends it after commit with `deliver`."""
+    """Queue a mentor's reply in the caller's transaction; the caller sends it after commit with `deliver`.
+
+    Outside WhatsApp's 24-hour window the approved template goes out and the text itself is held
+    (outbox status `held`) until the learner answers (bot/mentoring/held.py). `mirror`: show the reply
+    in the hand-off's mentor group topic (not when it was written there)."""
     text = (text or "").strip()
     if not text:
         raise HandoffError("empty reply", "empty_reply")
@@ -124,25 +138,30 @@ async def send_mentor_reply(
         raise HandoffError("claim the conversation before replying", "claim_before_reply")
     contact = await lock_contact(session, handoff.contact_id)
     language = normalise_language(contact.language)
-    used_template = False
-    extra: dict[str, Any] | None = None
-    rendered = Rendered(text)
+    now = utcnow()
     if outside_whatsapp_window(contact):
         sid = mentor_reply_template_sid(services, language)
         if not sid:
             raise HandoffError(
                 "outside WhatsApp's 24-hour window and no mentor-reply template is configured", "no_template"
             )
-        used_template = True
         rendered = services.catalogue.render("handoff_mentor_reply_template", language)
         name = mentor.display_name or services.catalogue.text("handoff_mentor_default_name", language)
         extra = {"template": {"sid": sid, "variables": {"1": name}}}
-    row = await enqueue(session, contact, rendered, origin="mentor", author_mentor_id=mentor.id, extra_payload=extra)
-    handoff.last_activity_at = utcnow()
+        row, held = await hold_reply(session, contact, mentor, text, template=rendered, template_payload=extra)
+    else:
+        row = held = await enqueue(session, contact, Rendered(text), origin="mentor", author_mentor_id=mentor.id)
+    used_template = row is not held
+    handoff.last_activity_at = now
+    if handoff.first_response_at is None:
+        handoff.first_response_at = now
     audit(session, services.settings, actor=mentor_actor(mentor.id), action="mentor.reply", contact_key=contact.key,
           detail={"handoff_id": handoff.id, "outbox_id": row.id, "template": used_template})
     publish_after_commit(services, session, console_event("reply", handoff, outbox_id=row.id))
-    return ReplyOutcome(outbox_id=row.id, used_template=used_template)
+    if mirror or used_template:
+        # a held reply shows in the topic too, marked as held, even when it was written there
+        await group_posts.post(services, session, handoff, "reply", outbox_id=held.id)
+    return ReplyOutcome(outbox_id=row.id, used_template=used_template, held_id=held.id if used_template else None)
 
 
 async def deliver(services: Services, outbox_ids: list[int]) -> None:
@@ -157,7 +176,7 @@ async def deliver(services: Services, outbox_ids: list[int]) -> None:
 
 async def end_handoff(
     services: Services, handoff_id: int, outcome: str, *, actor: str, expect_open: bool = True,
-    idle_since: datetime | None = None,
+    idle_since: datetime | None = None, resolution: str | None = None,
 ) -> bool:
     """Resolve / hand back / time out a hand-off in its own transaction, holding the contact's lease
     (so no learner message is mid-way between mentor and bot), tell the learner and Rasa.
@@ -181,14 +200,13 @@ async def end_handoff(
                     raise HandoffError("unknown conversation", "no_conversation")
                 if idle_since is not None and not await _still_idle(session, handoff, idle_since):
                     return False
-                closed = await close(services, session, handoff, outcome, actor=actor)
+                closed = await close(services, session, handoff, outcome, actor=actor, resolution=resolution)
         except HandoffError:
             if expect_open:
                 raise
             return False
         await tell_rasa_resumed(services, contact_key)
-    if closed.outbox_id is not None:
-        await deliver(services, [closed.outbox_id])
+    await deliver(services, closed.outbox_ids)
     return True
 
 
@@ -202,15 +220,20 @@ async def _still_idle(session: AsyncSession, handoff: Handoff, since: datetime) 
     return waiting is None
 
 
-async def add_note(services: Services, session: AsyncSession, handoff: Handoff, mentor: Mentor, text: str) -> None:
-    """An internal note on the conversation, never sent to the learner."""
+async def add_note(services: Services, session: AsyncSession, handoff: Handoff, mentor: Mentor, text: str, *,
+                   mirror: bool = True) -> None:
+    """An internal note on the conversation, never sent to the learner (`mirror`: also in the group topic)."""
     from bot.storage.models import MentorNote
 
     text = (text or "").strip()
     if not text:
         raise HandoffError("empty note", "empty_note")
     contact = await session.get(Contact, handoff.contact_id)
-    session.add(MentorNote(contact_id=handoff.contact_id, handoff_id=handoff.id, mentor_id=mentor.id, text=text[:4000]))
+    note = MentorNote(contact_id=handoff.contact_id, handoff_id=handoff.id, mentor_id=mentor.id, text=text[:4000])
+    session.add(note)
+    await session.flush()
     audit(session, services.settings, actor=mentor_actor(mentor.id), action="mentor.note",
           contact_key=contact.key if contact else None, detail={"handoff_id": handoff.id})
     publish_after_commit(services, session, console_event("note", handoff))
+    if mirror:
+        await group_posts.post(services, session, handoff, "note", note_id=note.id)

@@ -79,8 +79,11 @@ class SendRates:
     def _pause_key(channel: str) -> str:
         return f"send-pause:{channel}"
 
-    async def admit(self, channel: str, contact_key: str) -> Admission:
-        """Take this send's place in the channel's limits, or say how long to wait (nothing taken)."""
+    async def admit(
+        self, channel: str, contact_key: str, chat_rate_per_s: float | None = None, chat_burst: int = CHAT_BURST
+    ) -> Admission:
+        """Take this send's place in the channel's limits, or say how long to wait (nothing taken).
+        `chat_rate_per_s` replaces Telegram's per-chat rate for one kind of chat (the mentor group)."""
         # the expiry of a key that does not exist is now: one round trip tells whether we are paused
         paused_s = await self.storage.get_expiry(self._pause_key(channel)) - time.time()
         if paused_s > 0.001:
@@ -88,7 +91,8 @@ class SendRates:
         limits: list[tuple[str, RateLimitItem, str]] = []
         if channel == "telegram":
             # keyed by the contact key, as everything else about the contact (erasure finds it)
-            limits.append(("chat", per_second(self.settings.telegram_chat_rate_per_s, CHAT_BURST), contact_key))
+            chat_rate = self.settings.telegram_chat_rate_per_s if chat_rate_per_s is None else chat_rate_per_s
+            limits.append(("chat", per_second(chat_rate, chat_burst), contact_key))
         overall = self._channel(channel)
         if overall is not None:
             limits.append(("channel", per_second(overall[1]), overall[0]))

@@ -40,7 +40,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bot.channels.base import OutboundMessage, SendError, SendErrorKind, SendResult, Template
 from bot.channels.whatsapp.errors import error_kind
 from bot.i18n.catalogue import Button, normalise_language
-from bot.outbox.rates import SendRates
 from bot.runtime import metrics
 from bot.runtime.settings import Settings
 from bot.storage.db import as_utc, utcnow
@@ -139,7 +138,7 @@ class OutboxSender:
         if self.batch_size < 1 or self.concurrency < 1:
             raise ValueError("SANAD_SEND_BATCH and SANAD_SEND_CONCURRENCY must be at least 1")
         self.max_attempts = services.settings.send_max_attempts or MAX_ATTEMPTS
-        self.rates = SendRates(services.settings, services.rate_limits)
+        self.rates = services.send_rates
         self._claim_lock = asyncio.Lock()
         self.stats: dict[str, int] = {"sent": 0, "failed": 0, "retried": 0, "deferred": 0, "throttled": 0}
 

@@ -1,9 +1,10 @@
 """Erasure (GDPR Art. 17): everything Sanad holds on a contact or a learner, in one step.
 
 Database rows (contact, messages both ways, hand-offs, mentor notes, reminders,
-link tokens, review-inbox items; the reminder experiment's pairs lose the learner's
-ids), Redis keys carrying the contact key or the learner id (cached platform data
-included) and the Rasa conversation in its SQL tracker store.
+link tokens, deadline extensions, review-inbox items; the reminder experiment's pairs
+lose the learner's ids), the hand-offs' topics in the Telegram mentor group, Redis keys
+carrying the contact key or the learner id (cached platform data included) and the Rasa
+conversation in its SQL tracker store.
 What stays: an anonymous count per day (`erasure_stats`) and the audit entries
 (who did what), re-keyed to a fresh reference and stripped of anything that
 names the learner. Every step is idempotent: running it again finishes a
@@ -25,7 +26,6 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from bot.channels.base import OutboundMessage, SendError
 from bot.conversation import lease as contact_lease
 from bot.conversation.commands import CommandResult, command
-from bot.outbox.rates import SendRates
 from bot.privacy import tracker_store
 from bot.privacy.audit import clean_detail, erased_ref, subject_ref
 from bot.privacy.logs import contact_ref
@@ -34,6 +34,7 @@ from bot.storage.db import utcnow
 from bot.storage.models import (
     AuditEntry,
     Contact,
+    DeadlineExtension,
     ErasureStat,
     Handoff,
     InboundMessage,
@@ -81,6 +82,7 @@ class ErasureReport:
     redis_keys: int = 0
     rasa_events: int = 0
     rasa_api_reset: bool = False
+    mentor_group_topics: int = 0
     errors: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
@@ -235,9 +237,11 @@ async def erase_database(
             select(func.count()).select_from(Contact).where(Contact.learner_id == lid, Contact.id.not_in(ids))
         )
         if subject.by_learner or not others:
-            # nothing else of this learner stays: the tokens issued for them go too, and the reminder
-            # experiment keeps its counts without the learner's ids
+            # nothing else of this learner stays: the tokens issued for them go too, the extensions mentors
+            # granted them (with their reasons), and the reminder experiment keeps its counts without the
+            # learner's ids
             token_where.append(LinkToken.learner_id == lid)
+            await _count_delete(session, DeadlineExtension, DeadlineExtension.learner_id == lid)
             result = await session.execute(
                 sa.update(ReminderAssignment).where(ReminderAssignment.learner_id == lid)
                 .values(learner_id=None, deadline_id=None).execution_options(synchronize_session=False)
@@ -352,12 +356,19 @@ async def erase_contact(
     try:
         report.redis_keys = await erase_redis(services.coord, keys, learner_id, addresses)
         # the send rate counters kept in this process when there is no Redis (with Redis, erased above)
-        rates = SendRates(services.settings, services.rate_limits)
         for key in keys:
-            await rates.forget_contact(key)
+            await services.send_rates.forget_contact(key)
     except Exception as exc:  # noqa: BLE001
         report.errors.append(f"redis: {type(exc).__name__}")
     await erase_rasa(services, keys, report)
+    try:
+        # the hand-offs' topics in the Telegram mentor group went orphaned with the hand-offs: delete them
+        # now (whatever Telegram refuses for the moment, the worker deletes later)
+        from bot.mentoring.group.sender import delete_orphaned_topics
+
+        report.mentor_group_topics = await delete_orphaned_topics(services)
+    except Exception as exc:  # noqa: BLE001  (reported; the worker's next pass deletes them)
+        report.errors.append(f"mentor group: {type(exc).__name__}")
     log.info(
         "erasure done by %s: %d contact(s), %d message(s), %d hand-off(s), %d rasa event(s)",
         actor, report.contacts, report.inbound_messages + report.outbox, report.handoffs, report.rasa_events,

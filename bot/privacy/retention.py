@@ -1,7 +1,8 @@
 """Retention: the worker deletes messages and transcripts older than `settings.retention_days`.
 
 The analytics roll up the days concerned first (bot/analytics/rollup.py), so counts, intents
-and durations outlive the rows. Inbound messages, finished outbox rows (sent, failed, cancelled), mentor notes,
+and durations outlive the rows. Inbound messages, finished outbox rows (sent, failed, cancelled,
+still held), mentor notes,
 resolved hand-offs, finished reminders and old Rasa events (of finished
 sessions) go. Audit entries stay (who did what); their details are stripped of
 any text field. Deletes run in batches so the tables are never locked for long.
@@ -29,7 +30,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 BATCH_SIZE = 2000
-FINISHED_OUTBOX = ("sent", "failed", "cancelled")
+# a mentor's text still held for WhatsApp's window after the retention period goes too
+FINISHED_OUTBOX = ("sent", "failed", "cancelled", "held")
 FINISHED_REMINDERS = ("sent", "cancelled", "expired")
 
 

@@ -48,6 +48,9 @@ def render_reminder(
         "time": local_time(due_at, tz, language),
     }
     text = catalogue.render(key, language, **params).text
+    if data.get("extended"):
+        # the date is a mentor's extension (bot/mentoring/extensions.py): say so
+        text = f"{text}\n{catalogue.text('reminder_extended_note', language)}"
     return text, {**params, "text": text}
 
 

@@ -16,6 +16,10 @@ UPDATE each for expiry and cancellation, never a query per learner.
   after its time, then it is marked `expired` (never sent late).
 - Quiet hours are applied here in the learner's zone (`bot.reminders.quiet`) and again at
   dispatch time, because a worker that was down may find a reminder at night.
+- A deadline a mentor extended (bot/mentoring/extensions.py) is planned for the mentor's date,
+  and its reminders say so (`data.extended`). One whose platform date is already outside the
+  window is looked up around that old date (one request per such learner), so a submission
+  there still cancels its reminders.
 - The reminder experiment (`REMINDER_HOLDOUT`, bot/analytics/holdout.py): each (learner, deadline)
   pair that would get reminders is assigned once, at random, to reminded or held out, and the
   assignment is stored with its chunk of reminders; a held-out pair gets no reminder rows.
@@ -37,10 +41,11 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.analytics.holdout import Assignments, load_assignments, record_assignments
+from bot.mentoring.extensions import all_extensions
 from bot.reminders.quiet import shift_out_of_quiet
 from bot.runtime.services import Services
 from bot.storage.db import as_utc, utcnow
-from bot.storage.models import Contact, Outbox, Reminder
+from bot.storage.models import Contact, DeadlineExtension, Outbox, Reminder
 
 log = logging.getLogger(__name__)
 
@@ -149,12 +154,15 @@ _PG_UPSERT = text(
     INSERT INTO reminders (idempotency_key, learner_id, contact_id, deadline_id, offset_h,
                            due_at, send_at, status, data, created_at, updated_at)
     SELECT k, l, c, d, o, du, s, 'planned',
-           json_build_object('title', ti, 'course_title', ct, 'course_id', ci, 'kind', ki), :now, :now
+           CASE WHEN ex THEN json_build_object('title', ti, 'course_title', ct, 'course_id', ci, 'kind', ki,
+                                               'extended', true)
+                ELSE json_build_object('title', ti, 'course_title', ct, 'course_id', ci, 'kind', ki) END,
+           :now, :now
     FROM unnest(CAST(:keys AS text[]), CAST(:learners AS text[]), CAST(:contacts AS bigint[]),
                 CAST(:deadlines AS text[]), CAST(:offsets AS int[]), CAST(:dues AS timestamptz[]),
                 CAST(:sends AS timestamptz[]), CAST(:titles AS text[]), CAST(:courses AS text[]),
-                CAST(:course_ids AS text[]), CAST(:kinds AS text[]))
-         AS t(k, l, c, d, o, du, s, ti, ct, ci, ki)
+                CAST(:course_ids AS text[]), CAST(:kinds AS text[]), CAST(:extended AS bool[]))
+         AS t(k, l, c, d, o, du, s, ti, ct, ci, ki, ex)
     ON CONFLICT (idempotency_key) DO UPDATE SET
         contact_id = EXCLUDED.contact_id, due_at = EXCLUDED.due_at, send_at = EXCLUDED.send_at,
         data = EXCLUDED.data, status = 'planned', updated_at = EXCLUDED.updated_at
@@ -189,6 +197,7 @@ async def _upsert(session: AsyncSession, rows: list[dict[str, Any]], now: dateti
                 "courses": [r["data"]["course_title"] for r in rows],
                 "course_ids": [r["data"]["course_id"] for r in rows],
                 "kinds": [r["data"]["kind"] for r in rows],
+                "extended": [bool(r["data"].get("extended")) for r in rows],
             },
         )
         return
@@ -270,6 +279,7 @@ async def plan_reminders(services: Services, source: DeadlineSource, now: dateti
     async with services.db.session() as session:
         stats.expired = await expire_overdue(session, now, settings.reminder_grace_s)
         targets = await eligible_contacts(session)
+        extensions = await all_extensions(session, now)
         assignments: Assignments = await load_assignments(session, settings.reminder_holdout, now)
     stats.contacts = len(targets)
 
@@ -296,6 +306,36 @@ async def plan_reminders(services: Services, source: DeadlineSource, now: dateti
         gate.release()
         tasks.append(asyncio.create_task(upsert(rows, drawn)))
 
+    def plan_one(learner_id: str, deadline_id: str, due_at: datetime, data: dict[str, Any], target: _Target) -> None:
+        """The reminders of one (learner, deadline) pair, unless the experiment holds the pair out."""
+        pair_rows: list[dict[str, Any]] = []
+        for offset_h in offsets:
+            key = reminder_key(learner_id, deadline_id, offset_h)
+            if key in seen:
+                continue  # the feed listed the deadline twice
+            send_at = due_at - timedelta(hours=offset_h)
+            send_at = shift_out_of_quiet(send_at, due_at, target.timezone, quiet_start, quiet_end_h)
+            if send_at + grace < now:
+                stats.skipped_late += 1
+                continue
+            pair_rows.append(
+                {
+                    "idempotency_key": key,
+                    "learner_id": learner_id,
+                    "contact_id": target.contact_id,
+                    "deadline_id": deadline_id,
+                    "offset_h": offset_h,
+                    "due_at": due_at,
+                    "send_at": send_at,
+                    "data": data,
+                }
+            )
+        if pair_rows and assignments.arm(learner_id, deadline_id, due_at, target.language) == "held_out":
+            stats.held_out += 1
+            return
+        seen.update(row["idempotency_key"] for row in pair_rows)
+        pending.extend(pair_rows)
+
     try:
         async for item in iter_deadlines(source, window_start, window_end):
             stats.deadlines_seen += 1
@@ -307,46 +347,29 @@ async def plan_reminders(services: Services, source: DeadlineSource, now: dateti
             learner_id = str(learner_id)
             deadline_id = str(get("id", ""))
             due_at = _as_datetime(get("due_at", None))
+            extension = extensions.pop((learner_id, deadline_id), None)
+            if extension is not None:
+                due_at = as_utc(extension.new_due_at)
             if due_at is None or due_at <= now:
                 continue
             if get("submitted_at", None) is not None:
                 submitted.extend(reminder_key(learner_id, deadline_id, h) for h in offsets)
                 continue
-            data = {
+            data: dict[str, Any] = {
                 "title": str(get("title", None) or ""),
                 "course_title": str(get("course_title", None) or ""),
                 "course_id": str(get("course_id", None) or ""),
                 "kind": str(get("kind", None) or "deadline"),
             }
-            pair_rows: list[dict[str, Any]] = []
-            for offset_h in offsets:
-                key = reminder_key(learner_id, deadline_id, offset_h)
-                if key in seen:
-                    continue  # the feed listed the deadline twice
-                send_at = due_at - timedelta(hours=offset_h)
-                send_at = shift_out_of_quiet(send_at, due_at, target.timezone, quiet_start, quiet_end_h)
-                if send_at + grace < now:
-                    stats.skipped_late += 1
-                    continue
-                pair_rows.append(
-                    {
-                        "idempotency_key": key,
-                        "learner_id": learner_id,
-                        "contact_id": target.contact_id,
-                        "deadline_id": deadline_id,
-                        "offset_h": offset_h,
-                        "due_at": due_at,
-                        "send_at": send_at,
-                        "data": data,
-                    }
-                )
-            if pair_rows and assignments.arm(learner_id, deadline_id, due_at, target.language) == "held_out":
-                stats.held_out += 1
-                continue
-            seen.update(row["idempotency_key"] for row in pair_rows)
-            pending.extend(pair_rows)
+            if extension is not None:
+                data["extended"] = True
+            plan_one(learner_id, deadline_id, due_at, data, target)
             if len(pending) >= CHUNK_ROWS:
                 await flush()
+        # extended deadlines the window's feed did not list: their platform date lies outside it
+        for moved in await _moved_into_window(source, extensions, targets, window_start, window_end, submitted,
+                                              offsets):
+            plan_one(*moved)
         await flush()
         await asyncio.gather(*tasks)
     except BaseException:
@@ -383,6 +406,34 @@ async def plan_reminders(services: Services, source: DeadlineSource, now: dateti
         stats.contacts, stats.deadlines_seen, stats.upserted, stats.cancelled, stats.expired, stats.seconds,
     )
     return stats
+
+
+async def _moved_into_window(
+    source: Any, extensions: dict[tuple[str, str], DeadlineExtension], targets: dict[str, _Target],
+    start: datetime, end: datetime, submitted: list[str], offsets: list[int],
+) -> list[tuple[str, str, datetime, dict[str, Any], _Target]]:
+    """Extensions into the window of deadlines the feed did not list there (their old date is elsewhere):
+    the learner's deadlines around the old date tell whether it was submitted meanwhile."""
+    found: list[tuple[str, str, datetime, dict[str, Any], _Target]] = []
+    for (learner_id, deadline_id), extension in extensions.items():
+        target = targets.get(learner_id)
+        due_at = as_utc(extension.new_due_at)
+        if target is None or not start <= due_at < end:
+            continue
+        if extension.original_due_at is not None and hasattr(source, "deadlines"):
+            old = as_utc(extension.original_due_at)
+            try:
+                around = await source.deadlines(learner_id, old - timedelta(hours=1), old + timedelta(hours=1))
+            except Exception:  # noqa: BLE001  (the platform is down: plan from what the mentor recorded)
+                around = []
+            item = next((d for d in around if str(_get(d, "id")) == deadline_id), None)
+            if item is not None and _get(item, "submitted_at") is not None:
+                submitted.extend(reminder_key(learner_id, deadline_id, h) for h in offsets)
+                continue
+        data = {"title": extension.title or "", "course_title": extension.course_title or "",
+                "course_id": extension.course_id or "", "kind": extension.kind or "deadline", "extended": True}
+        found.append((learner_id, deadline_id, due_at, data, target))
+    return found
 
 
 async def cancel_contact_reminders(session: AsyncSession, contact_id: int, reason: str) -> int:

@@ -25,6 +25,7 @@ from bot.storage.db import Database
 if TYPE_CHECKING:
     from bot.channels.base import Channel
     from bot.conversation.scheduler import ConversationScheduler
+    from bot.outbox.rates import SendRates
     from bot.outbox.sender import OutboxSender
     from integrations.platform import PlatformClient
     from integrations.rasa import RasaClient
@@ -58,13 +59,17 @@ class Services:
     instance_id: str = field(default_factory=default_instance_id)
     instance_token: str = field(init=False)
     conversations: ConversationScheduler = field(init=False)
+    # the send rate limits of this process's senders (outbox, mentor group), over `rate_limits`
+    send_rates: SendRates = field(init=False)
 
     def __post_init__(self) -> None:
         from bot.conversation.lease import process_token
         from bot.conversation.scheduler import ConversationScheduler
+        from bot.outbox.rates import SendRates
 
         self.instance_token = process_token(self.instance_id)
         self.conversations = ConversationScheduler(self)
+        self.send_rates = SendRates(self.settings, self.rate_limits)
 
     @classmethod
     def build(cls, settings: Settings, schema: str | None = None) -> Services:
@@ -84,11 +89,10 @@ class Services:
             rasa=RasaClient(settings.rasa_url, timeout_s=settings.rasa_timeout_s, token=settings.rasa_token),
             platform_client=make_platform_client(settings, coord),
             instance_id=settings.instance_id or default_instance_id(),
-        )
-        if settings.redis_url:
-            services.rate_limits = RedisStorage(
+            rate_limits=RedisStorage(
                 "async+" + settings.redis_url, implementation="redispy", key_prefix=settings.redis_prefix + "limits"
-            )
+            ) if settings.redis_url else MemoryStorage(),
+        )
         return services
 
     @property

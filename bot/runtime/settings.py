@@ -29,7 +29,10 @@ DEFAULT_LANGUAGE = "en"
 _PREFIXED = {
     "WHATSAPP_TEMPLATE_": "whatsapp_templates",
     "TELEGRAM_MENTOR_GROUP_ID_": "telegram_mentor_group_ids",
+    "MENTOR_OFFICE_HOURS_": "mentor_office_hours_by_language",
 }
+# of those, the ones whose suffix is a language code (stored lower-case)
+_PER_LANGUAGE = frozenset({"telegram_mentor_group_ids", "mentor_office_hours_by_language"})
 
 
 def _env(name: str, *more: str) -> Any:
@@ -105,6 +108,10 @@ class Settings(BaseSettings):
     )
     # TELEGRAM_MENTOR_GROUP_ID_<LANG>: a group of its own for one language's hand-offs
     telegram_mentor_group_ids: dict[str, int] = Field(default_factory=dict)
+    telegram_group_rate_per_min: float = Field(
+        20.0, gt=0, validation_alias=_env("TELEGRAM_GROUP_RATE_PER_MIN"),
+        description="messages per minute the bot posts into one mentor group (Telegram allows about 20)",
+    )
     twilio_account_sid: str | None = Field(None, validation_alias=_env("TWILIO_ACCOUNT_SID"))
     twilio_auth_token: str | None = Field(None, validation_alias=_env("TWILIO_AUTH_TOKEN"))
     twilio_whatsapp_from: str | None = Field(None, validation_alias=_env("TWILIO_WHATSAPP_FROM"))
@@ -163,6 +170,13 @@ class Settings(BaseSettings):
     handoff_offer_timeout_s: float = Field(120.0, gt=0, validation_alias=_env("HANDOFF_OFFER_TIMEOUT_S"),
                                            description="how long an assignment offer waits")
     handoff_minutes_per_position: float = Field(5.0, gt=0, validation_alias=_env("HANDOFF_MINUTES_PER_POSITION"))
+    # MENTOR_OFFICE_HOURS[_<LANG>] = "mon-fri 09:00-17:00 Europe/Berlin" (several ranges separated by ";",
+    # days optional = every day); unset = mentors may answer at any hour (bot/mentoring/office_hours.py)
+    mentor_office_hours: str = Field("", validation_alias=_env("MENTOR_OFFICE_HOURS"),
+                                     description="when mentors answer, for languages without their own hours")
+    mentor_office_hours_by_language: dict[str, str] = Field(default_factory=dict)
+    satisfaction_survey: bool = Field(True, validation_alias=_env("SATISFACTION_SURVEY"),
+                                      description="ask the learner for a 1-5 rating after a resolved hand-off")
     handoff_review_window_s: float = Field(
         3600.0, ge=0, validation_alias=_env("HANDOFF_REVIEW_WINDOW_S"),
         description="how long after a hand-off ends its mentor may still read it (up to its end); leads always may",
@@ -226,6 +240,23 @@ class Settings(BaseSettings):
     def _optional_url(cls, value: str | None) -> str | None:
         return value.rstrip("/") or None if value else None
 
+    @field_validator("mentor_office_hours")
+    @classmethod
+    def _office_hours(cls, value: str) -> str:
+        from bot.mentoring.office_hours import parse
+
+        parse(value)  # an OfficeHoursError (a ValueError) says what is wrong with the setting
+        return value
+
+    @field_validator("mentor_office_hours_by_language")
+    @classmethod
+    def _office_hours_by_language(cls, value: dict[str, str]) -> dict[str, str]:
+        from bot.mentoring.office_hours import parse
+
+        for spec in value.values():
+            parse(spec)
+        return value
+
     @field_validator("reminder_offsets_h", "forwarded_allow_ips", mode="before")
     @classmethod
     def _comma_list(cls, value: Any) -> Any:
@@ -264,6 +295,18 @@ class Settings(BaseSettings):
         """The Telegram mentor group of a language's hand-offs (its own, else the default one)."""
         return self.telegram_mentor_group_ids.get(language, self.telegram_mentor_group_id)
 
+    @property
+    def mentor_group_ids(self) -> frozenset[int]:
+        """Every configured Telegram mentor group."""
+        ids = set(self.telegram_mentor_group_ids.values())
+        if self.telegram_mentor_group_id is not None:
+            ids.add(self.telegram_mentor_group_id)
+        return frozenset(ids)
+
+    def office_hours_for(self, language: str) -> str:
+        """The office hours of a language's mentors (its own, else the default; "" = any hour)."""
+        return self.mentor_office_hours_by_language.get(language, self.mentor_office_hours)
+
     def replace(self, **changes: Any) -> Settings:
         """A copy with some fields changed, validated like the original."""
         return type(self).model_validate({**self.model_dump(), **changes})
@@ -298,7 +341,7 @@ def _prefixed(env: Mapping[str, str | None]) -> dict[str, dict[str, str]]:
         for prefix, field in _PREFIXED.items():
             if key.upper().startswith(prefix) and value:
                 suffix = key[len(prefix):].upper()
-                if field == "telegram_mentor_group_ids":
+                if field in _PER_LANGUAGE:
                     if suffix.lower() not in LANGUAGES:
                         raise ValueError(f"{key}: {suffix.lower()} is not one of {', '.join(LANGUAGES)}")
                     suffix = suffix.lower()

@@ -79,6 +79,7 @@ def jobs() -> list[Job]:
     """Every periodic job, in the order `run_once` runs them (reminders are planned before sending)."""
     from bot.analytics import jobs as analytics_jobs
     from bot.mentoring import sla
+    from bot.mentoring.group import sender as mentor_group
     from bot.privacy import retention
     from bot.reminders import jobs as reminder_jobs
 
@@ -88,6 +89,7 @@ def jobs() -> list[Job]:
         Job("reminders", reminder_jobs.job, 30.0, singleton=True),
         Job("send", send_queued, 1.0),
         Job("handoff_sla", sla.job, 15.0),
+        Job("mentor_group", mentor_group.job, 2.0),
         Job("retention", retention.job, 3600.0, singleton=True),
         Job("redeliver", redeliver, 5.0),
         Job("early_receipts", early_receipts, 5.0),

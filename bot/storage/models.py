@@ -66,6 +66,11 @@ class Contact(Base):
     # who works on this conversation now (bot/conversation/lease.py): the holder's token and until when
     lease_token: Mapped[str | None] = mapped_column(String(32))
     lease_until: Mapped[datetime | None] = mapped_column(TS)
+    # a mentor's reply is held (outbox status `held`) since then: WhatsApp's 24-hour window was closed,
+    # the template went out instead, and the text follows when the learner answers (bot/mentoring/held.py)
+    held_since: Mapped[datetime | None] = mapped_column(TS)
+    # the hand-off whose satisfaction comment the learner's next message is (bot/mentoring/satisfaction.py)
+    feedback_handoff_id: Mapped[int | None] = mapped_column(BigInteger().with_variant(Integer(), "sqlite"))
     created_at: Mapped[datetime] = mapped_column(TS, default=utcnow)
 
 
@@ -129,7 +134,7 @@ class Outbox(Base):
     payload: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     in_reply_to: Mapped[int | None] = mapped_column(ForeignKey("inbound_messages.id", ondelete="SET NULL"))
     idempotency_key: Mapped[str | None] = mapped_column(String(200))
-    # queued | sending | sent | failed | cancelled
+    # queued | sending | sent | failed | cancelled | held (a mentor's text waiting for WhatsApp's window)
     status: Mapped[str] = mapped_column(String(16), default="queued")
     # sent | delivered | read | failed | undelivered (provider callbacks)
     delivery_status: Mapped[str | None] = mapped_column(String(16))
@@ -182,6 +187,10 @@ class Mentor(Base):
     """A staff member or volunteer who answers learners in the console."""
 
     __tablename__ = "mentors"
+    __table_args__ = (
+        UniqueConstraint("telegram_user_id", name="uq_mentors_telegram_user_id"),
+        UniqueConstraint("telegram_link_code_hash", name="uq_mentors_telegram_link_code_hash"),
+    )
 
     id: Mapped[int] = mapped_column(PK, primary_key=True, autoincrement=True)
     email: Mapped[str] = mapped_column(String(254), unique=True)
@@ -191,6 +200,15 @@ class Mentor(Base):
     role: Mapped[str] = mapped_column(String(16), default="mentor")  # mentor | lead
     on_duty: Mapped[bool] = mapped_column(Boolean, default=True)
     active: Mapped[bool] = mapped_column(Boolean, default=True)
+    # open conversations (held or offered) above which no new one is offered (bot/mentoring/assignment.py)
+    capacity: Mapped[int] = mapped_column(Integer, default=5, server_default=text("5"))
+    # round-robin between mentors with as many open conversations: the one offered to longest ago first
+    last_offered_at: Mapped[datetime | None] = mapped_column(TS)
+    # the mentor's Telegram account, for the mentor group (bot/mentoring/group/)
+    telegram_user_id: Mapped[int | None] = mapped_column(BigInteger)
+    # a one-time code to link it from a private chat with the bot: its hash and expiry
+    telegram_link_code_hash: Mapped[str | None] = mapped_column(String(64))
+    telegram_link_expires_at: Mapped[datetime | None] = mapped_column(TS)
     created_at: Mapped[datetime] = mapped_column(TS, default=utcnow)
 
 
@@ -242,10 +260,26 @@ class Handoff(Base):
     alert_count: Mapped[int] = mapped_column(Integer, default=0)
     # resolved | handed_back | learner | idle: how it went back to the bot
     outcome: Mapped[str | None] = mapped_column(String(16))
+    # what came of it, chosen by the mentor on resolve from the leads' list (e.g. "extension granted")
+    resolution: Mapped[str | None] = mapped_column(String(64))
+    # the assignment offer under way (bot/mentoring/assignment.py) and who had it before in this round
+    offered_mentor_id: Mapped[int | None] = mapped_column(
+        ForeignKey("mentors.id", ondelete="SET NULL", name="fk_handoffs_offered_mentor_id"))
+    offered_at: Mapped[datetime | None] = mapped_column(TS)
+    offered_ids: Mapped[list[int] | None] = mapped_column(JSON)
+    # the first reply a mentor sent (first-response time)
+    first_response_at: Mapped[datetime | None] = mapped_column(TS)
+    # the time the learner was told to expect a person by, and when they heard from us again after it
+    promised_by: Mapped[datetime | None] = mapped_column(TS)
+    promise_followed_up_at: Mapped[datetime | None] = mapped_column(TS)
+    # an urgent hand-off nobody claimed was escalated to the leads (then re-alerted until claimed)
+    escalated_at: Mapped[datetime | None] = mapped_column(TS)
     # the learner's 1–5 answer to the satisfaction question after a resolved hand-off (asked by the
-    # hand-off flow; read by the analytics)
+    # hand-off flow, bot/mentoring/satisfaction.py; read by the analytics), its optional comment
     satisfaction: Mapped[int | None] = mapped_column(Integer)
     satisfaction_at: Mapped[datetime | None] = mapped_column(TS)
+    satisfaction_asked_at: Mapped[datetime | None] = mapped_column(TS)
+    satisfaction_comment: Mapped[str | None] = mapped_column(Text)
 
 
 class MentorNote(Base):
@@ -259,6 +293,124 @@ class MentorNote(Base):
     mentor_id: Mapped[int | None] = mapped_column(ForeignKey("mentors.id", ondelete="SET NULL"))
     text: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(TS, default=utcnow)
+
+
+class SavedReply(Base):
+    """A reply mentors insert with `/name` (console) or `/saved name` (Telegram group); leads edit them."""
+
+    __tablename__ = "saved_replies"
+    __table_args__ = (UniqueConstraint("language", "name", name="uq_saved_replies_language_name"),)
+
+    id: Mapped[int] = mapped_column(PK, primary_key=True, autoincrement=True)
+    language: Mapped[str] = mapped_column(String(8))
+    name: Mapped[str] = mapped_column(String(64))
+    # may hold {first_name} and {next_deadline}, filled from the learner's record when inserted
+    text: Mapped[str] = mapped_column(Text)
+    updated_by: Mapped[int | None] = mapped_column(ForeignKey("mentors.id", ondelete="SET NULL"))
+    updated_at: Mapped[datetime] = mapped_column(TS, default=utcnow)
+
+
+class HandoffLabel(Base):
+    """An entry of the leads' lists: labels put on conversations, outcomes chosen on resolve."""
+
+    __tablename__ = "handoff_labels"
+    __table_args__ = (UniqueConstraint("kind", "name", name="uq_handoff_labels_kind_name"),)
+
+    id: Mapped[int] = mapped_column(PK, primary_key=True, autoincrement=True)
+    kind: Mapped[str] = mapped_column(String(16))  # label | outcome
+    name: Mapped[str] = mapped_column(String(64))
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(TS, default=utcnow)
+
+
+class HandoffLabelLink(Base):
+    """A label on a hand-off."""
+
+    __tablename__ = "handoff_label_links"
+
+    handoff_id: Mapped[int] = mapped_column(ForeignKey("handoffs.id", ondelete="CASCADE"), primary_key=True)
+    label_id: Mapped[int] = mapped_column(ForeignKey("handoff_labels.id", ondelete="CASCADE"), primary_key=True,
+                                          index=True)
+
+
+class DeadlineExtension(Base):
+    """A new date a mentor granted for one of a learner's deadlines; the assistant's deadline answers
+    and the reminder planner use it instead of the platform's date (bot/mentoring/extensions.py)."""
+
+    __tablename__ = "deadline_extensions"
+    __table_args__ = (UniqueConstraint("learner_id", "deadline_id", name="uq_deadline_extensions_deadline"),)
+
+    id: Mapped[int] = mapped_column(PK, primary_key=True, autoincrement=True)
+    learner_id: Mapped[str] = mapped_column(String(64), index=True)
+    deadline_id: Mapped[str] = mapped_column(String(64))
+    # the platform's deadline as it was when the extension was recorded
+    course_id: Mapped[str | None] = mapped_column(String(64))
+    course_title: Mapped[str | None] = mapped_column(String(256))
+    title: Mapped[str | None] = mapped_column(String(256))
+    kind: Mapped[str | None] = mapped_column(String(32))
+    original_due_at: Mapped[datetime | None] = mapped_column(TS)
+    new_due_at: Mapped[datetime] = mapped_column(TS)
+    reason: Mapped[str] = mapped_column(Text)
+    mentor_id: Mapped[int | None] = mapped_column(ForeignKey("mentors.id", ondelete="SET NULL"))
+    handoff_id: Mapped[int | None] = mapped_column(ForeignKey("handoffs.id", ondelete="SET NULL"))
+    created_at: Mapped[datetime] = mapped_column(TS, default=utcnow)
+
+
+# --- the Telegram mentor group ----------------------------------------------
+
+class MentorGroupTopic(Base):
+    """The forum topic of one hand-off in a Telegram mentor group. A topic whose hand-off is gone
+    (erased, or deleted by retention) is deleted from Telegram by the worker, then this row."""
+
+    __tablename__ = "mentor_group_topics"
+    __table_args__ = (UniqueConstraint("chat_id", "thread_id", name="uq_mentor_group_topics_thread"),)
+
+    id: Mapped[int] = mapped_column(PK, primary_key=True, autoincrement=True)
+    handoff_id: Mapped[int | None] = mapped_column(ForeignKey("handoffs.id", ondelete="SET NULL"), unique=True)
+    chat_id: Mapped[int] = mapped_column(BigInteger)
+    # null until createForumTopic answered
+    thread_id: Mapped[int | None] = mapped_column(BigInteger)
+    card_message_id: Mapped[int | None] = mapped_column(BigInteger)
+    # creating | open | closed | failed
+    status: Mapped[str] = mapped_column(String(16), default="creating")
+    # after a failed createForumTopic: not again before then
+    next_attempt_at: Mapped[datetime | None] = mapped_column(TS)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(TS, default=utcnow)
+
+
+class MentorGroupPost(Base):
+    """One message to post in a hand-off's topic, in order: the learner's messages (read from their
+    rows when posted, so erasure takes them along), mentors' replies and notes, state changes."""
+
+    __tablename__ = "mentor_group_posts"
+    __table_args__ = (Index("ix_mentor_group_posts_pending", "status", "handoff_id", "id"),)
+
+    id: Mapped[int] = mapped_column(PK, primary_key=True, autoincrement=True)
+    handoff_id: Mapped[int] = mapped_column(ForeignKey("handoffs.id", ondelete="CASCADE"))
+    # card | learner | reply | note | notice | card_update
+    kind: Mapped[str] = mapped_column(String(16))
+    inbound_id: Mapped[int | None] = mapped_column(ForeignKey("inbound_messages.id", ondelete="CASCADE"))
+    outbox_id: Mapped[int | None] = mapped_column(ForeignKey("outbox.id", ondelete="CASCADE"))
+    note_id: Mapped[int | None] = mapped_column(ForeignKey("mentor_notes.id", ondelete="CASCADE"))
+    # catalogue key and parameters of a notice (names of mentors, never learner text)
+    params: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # pending | sent | failed
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(TS, default=utcnow)
+    telegram_message_id: Mapped[int | None] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(TS, default=utcnow)
+    sent_at: Mapped[datetime | None] = mapped_column(TS)
+
+
+class MentorGroupUpdate(Base):
+    """Telegram update ids of the mentor group already handled: a redelivery is not handled twice."""
+
+    __tablename__ = "mentor_group_updates"
+
+    update_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    received_at: Mapped[datetime] = mapped_column(TS, default=utcnow, index=True)
 
 
 class AuditEntry(Base):

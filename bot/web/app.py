@@ -32,6 +32,8 @@ log = logging.getLogger(__name__)
 COMMAND_MODULES = (
     "bot.learners.linking",
     "bot.mentoring.handoff",
+    "bot.mentoring.held",
+    "bot.mentoring.satisfaction",
     "bot.conversation.preferences",
     "bot.privacy.erasure",
     "bot.privacy.export",

@@ -20,7 +20,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
@@ -109,6 +109,12 @@ async def get_messages(request: Request) -> Response:
             for row in rows
         ]
         language = contact.language
+        fetched = [row.id for row in rows if row.origin == "mentor" and row.status == "sent"
+                   and row.delivery_status in (None, "sent")]
+        if fetched:
+            # the page has the mentor's reply: the console shows it as delivered
+            await session.execute(update(Outbox).where(Outbox.id.in_(fetched)).values(delivery_status="delivered")
+                                  .execution_options(synchronize_session=False))
     return JSONResponse({"messages": messages, "language": language}, headers={"Cache-Control": "no-store"})
 
 

@@ -147,6 +147,13 @@ async def handle_inbound(
         data = _request_data(scope, body, form)
         channel.verify(data)
         parsed = _parse(channel, data)
+        if channel_name == "telegram":
+            # the mentor group's updates and mentors' link requests come to the same bot
+            from bot.mentoring.group.inbound import take_mentor_updates
+
+            parsed, answer = await take_mentor_updates(services, data.body, parsed)
+            if answer is not None:
+                return 200, answer, []
         if isinstance(parsed, Ignored):
             metrics.IGNORED.labels(channel_name).inc()
             log.info("%s update ignored: %s", channel_name, parsed.reason)

@@ -1,15 +1,12 @@
-"""A whitespace tokenizer that also normalises Arabic and Persian spelling.
+"""A whitespace tokenizer whose tokens carry one spelling (components/spelling.py).
 
-Learners type on phones with whatever keyboard they have: with or without
-diacritics, with tatweel, with Arabic or Persian forms of ya and kaf, with
-Arabic-Indic digits, with or without the zero-width non-joiner. The tokens keep
-their offsets in the original text (entities are cut from it) while their text
-is normalised, so every featurizer after this sees one spelling.
+The tokens keep their offsets in the original text (entities are cut from it)
+while their text is normalised, so every featurizer after this sees one spelling,
+the same one the crisis phrases are matched on.
 """
 
 from __future__ import annotations
 
-import re
 from typing import Any, Dict, List, Optional, Text
 
 from rasa.engine.graph import ExecutionContext
@@ -20,27 +17,7 @@ from rasa.nlu.tokenizers.tokenizer import Token
 from rasa.nlu.tokenizers.whitespace_tokenizer import WhitespaceTokenizer
 from rasa.shared.nlu.training_data.message import Message
 
-_DIACRITICS = re.compile("[\u0610-\u061a\u064b-\u065f\u0670\u06d6-\u06ed\u0640\u200c\u200d\u200f\u200e]")
-_REPEATS = re.compile(r"(.)\1{2,}")
-_TABLE = str.maketrans(
-    {
-        "أ": "ا", "إ": "ا", "آ": "ا", "ٱ": "ا",
-        "ى": "ی", "ي": "ی", "ئ": "ی",
-        "ك": "ک",
-        "ة": "ه", "ۀ": "ه",
-        "ؤ": "و",
-        "٠": "0", "١": "1", "٢": "2", "٣": "3", "٤": "4",
-        "٥": "5", "٦": "6", "٧": "7", "٨": "8", "٩": "9",
-        "۰": "0", "۱": "1", "۲": "2", "۳": "3", "۴": "4",
-        "۵": "5", "۶": "6", "۷": "7", "۸": "8", "۹": "9",
-    }
-)
-
-
-def normalise(text: str) -> str:
-    """One spelling for the variants people type; lowercase; 'pleeease' -> 'pleease'."""
-    text = _DIACRITICS.sub("", text).translate(_TABLE).lower()
-    return _REPEATS.sub(r"\1\1", text)
+from components.spelling import normalise
 
 
 @DefaultV1Recipe.register(DefaultV1Recipe.ComponentType.MESSAGE_TOKENIZER, is_trainable=False)

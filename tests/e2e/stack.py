@@ -3,7 +3,7 @@
 Processes: the gateway (uvicorn, subprocess), the rasa-sdk action server (subprocess), the Rasa
 server (`.venv-rasa`, subprocess, run from `nlu/`). In this process, on a thread of its own: local
 doubles of Telegram's Bot API and Twilio. Storage: a PostgreSQL database of this run + a Redis key
-prefix (or a SQLite file without Redis), Rasa's SQL tracker store on a SQLite file.
+prefix, Rasa's SQL tracker store in a PostgreSQL database of its own (or SQLite files without Redis).
 
 Run as `python -m tests.e2e.stack gateway PORT` it is the gateway process itself (the real
 `create_app`, with the redelivery interval taken from `E2E_REDELIVERY_INTERVAL_S`).
@@ -177,8 +177,7 @@ class Stack:
             conn = await asyncpg.connect(PG_ADMIN_DSN)
             try:
                 await conn.execute(f'CREATE DATABASE "{self.db_name}"')
-                if len(self.rasa_urls) > 1:
-                    await conn.execute(f'CREATE DATABASE "{self.db_name}_rasa"')
+                await conn.execute(f'CREATE DATABASE "{self.db_name}_rasa"')
             finally:
                 await conn.close()
         database = Database(self.env["DATABASE_URL"])
@@ -221,7 +220,7 @@ class Stack:
             "RASA_URL": ",".join(self.rasa_urls),
             "RASA_TIMEOUT_S": "15",
             "ACTION_SERVER_URL": f"http://127.0.0.1:{self.actions_port}/webhook",
-            "RASA_TRACKER_STORE_URL": (f"sqlite:///{self.tmp / 'rasa_tracker.db'}" if len(self.rasa_urls) == 1
+            "RASA_TRACKER_STORE_URL": (f"sqlite:///{self.tmp / 'rasa_tracker.db'}" if self.db == "sqlite"
                                        else f"{PG_BASE}/{self.db_name}_rasa"),
             "TELEGRAM_BOT_TOKEN": TELEGRAM_TOKEN,
             "TELEGRAM_WEBHOOK_SECRET": TELEGRAM_SECRET,

@@ -9,6 +9,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from bot.channels.base import (
@@ -80,6 +82,23 @@ def callback_data_for(payload: str, index: int) -> str:
     return f"btn:{index}"
 
 
+@contextmanager
+def classified_errors() -> Iterator[None]:
+    """PTB's errors as the closed set of send failures (bot/channels/base.py)."""
+    try:
+        yield
+    except RetryAfter as exc:
+        retry = exc.retry_after
+        seconds = retry.total_seconds() if hasattr(retry, "total_seconds") else float(retry)
+        raise SendError(SendErrorKind.THROTTLED, "429", retry_after_s=seconds) from exc
+    except Forbidden as exc:
+        raise SendError(SendErrorKind.CONTACT_STOPPED, "403 " + exc.message[:80]) from exc
+    except (BadRequest, InvalidToken) as exc:
+        raise SendError(SendErrorKind.PERMANENT, exc.message[:80]) from exc
+    except (TimedOut, NetworkError) as exc:
+        raise SendError(SendErrorKind.TRANSIENT, type(exc).__name__) from exc
+    except TelegramError as exc:
+        raise SendError(SendErrorKind.TRANSIENT, exc.message[:80]) from exc
 # Telegram's ids are integers of at most 52 significant bits: https://core.telegram.org/bots/api#chat
 MAX_CHAT_ID = 2**53
 
@@ -298,7 +317,7 @@ class TelegramChannel:
                  for i, b in enumerate(message.buttons)]
             )
         ids: list[str] = []
-        try:
+        with classified_errors():
             for index, part in enumerate(parts):
                 sent = await self.bot.send_message(
                     chat_id=address,
@@ -306,18 +325,6 @@ class TelegramChannel:
                     reply_markup=markup if index == len(parts) - 1 else None,
                 )
                 ids.append(str(sent.message_id))
-        except RetryAfter as exc:
-            retry = exc.retry_after
-            seconds = retry.total_seconds() if hasattr(retry, "total_seconds") else float(retry)
-            raise SendError(SendErrorKind.THROTTLED, "429", retry_after_s=seconds) from exc
-        except Forbidden as exc:
-            raise SendError(SendErrorKind.CONTACT_STOPPED, "403 " + exc.message[:80]) from exc
-        except (BadRequest, InvalidToken) as exc:
-            raise SendError(SendErrorKind.PERMANENT, exc.message[:80]) from exc
-        except (TimedOut, NetworkError) as exc:
-            raise SendError(SendErrorKind.TRANSIENT, type(exc).__name__) from exc
-        except TelegramError as exc:
-            raise SendError(SendErrorKind.TRANSIENT, exc.message[:80]) from exc
         return SendResult(tuple(ids))
 
     async def acknowledge(self, event: InboundEvent) -> None:

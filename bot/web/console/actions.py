@@ -19,6 +19,7 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from bot.mentoring.handoff import HandoffError, claim, transfer
+from bot.mentoring.labels import outcome_named
 from bot.mentoring.routing import add_note, deliver, end_handoff, send_mentor_reply
 from bot.privacy.audit import mentor_actor
 from bot.storage.models import Handoff, Outbox
@@ -133,7 +134,11 @@ async def _end(request: Request, outcome: str) -> Response:
     if ctx.mentor.role != "lead" and action.handoff.mentor_id != ctx.mentor.id:
         raise HTTPException(403, text("console_error_claim_first", ctx.lang))
     try:
-        await end_handoff(svc, handoff_id, outcome, actor=mentor_actor(ctx.mentor.id))
+        resolution = None
+        if outcome == "resolved":
+            async with svc.db.session() as session:
+                resolution = await outcome_named(session, str(action.form.get("outcome") or ""))
+        await end_handoff(svc, handoff_id, outcome, actor=mentor_actor(ctx.mentor.id), resolution=resolution)
     except HandoffError as exc:
         return _error_redirect(handoff_id, exc)
     return go("/console", outcome)

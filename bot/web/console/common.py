@@ -44,6 +44,11 @@ NOTICES: dict[str, str] = {
     "duty_on": "console_notice_duty_on",
     "duty_off": "console_notice_duty_off",
     "logged_out_everywhere": "console_notice_logged_out_everywhere",
+    "labelled": "console_notice_labelled",
+    "extension": "console_notice_extension",
+    "saved": "console_notice_saved",
+    "deleted": "console_notice_deleted",
+    "lists": "console_notice_lists",
 }
 
 

@@ -56,6 +56,7 @@ class Line:
     author: str | None = None
     status: str | None = None
     template: bool = False
+    delivery: str | None = None  # sent | delivered | read, where the channel reports it
 
 
 async def load_handoff(svc: Services, ctx: Ctx, handoff_id: int) -> tuple[Handoff, Contact, View]:
@@ -99,7 +100,7 @@ async def transcript(svc: Services, contact: Contact, until: datetime | None = N
         lines.append(Line(
             at=as_utc(row.created_at), who=who, text=row.text, kind="text", direction="out",
             language=contact.language, author=authors.get(row.author_mentor_id or 0), status=row.status,
-            template=bool((row.payload or {}).get("template")),
+            template=bool((row.payload or {}).get("template")), delivery=row.delivery_status,
         ))
     lines.sort(key=lambda line: (line.at, 0 if line.direction == "in" else 1))
     return lines[-TRANSCRIPT_LIMIT:]
@@ -136,7 +137,11 @@ async def conversation_page(request: Request) -> Response:
         )).scalars().all()
         holder = await session.get(Mentor, handoff.mentor_id) if handoff.mentor_id else None
     colleagues = [m for m in colleagues if m.role == "lead" or handoff.language in mentor_languages(m)]
+    from bot.web.console.mentor_tools import conversation_tools
+
+    tools = await conversation_tools(svc, ctx.mentor, handoff, contact, record)
     return render(request, "conversation.html", {
+        **tools,
         "me": ctx.mentor, "csrf": ctx.csrf, "h": handoff, "contact": contact, "lines": lines,
         "record": record, "notes": notes,
         "colleagues": colleagues, "holder": holder, "view": view,

@@ -89,6 +89,12 @@ JS_KEYS: dict[str, str] = {
     "urgent": "console_js_urgent",
     "waiting": "console_js_waiting",
     "message": "console_js_message",
+    "offer": "console_js_offer",
+    "transferred": "console_js_transferred",
+    "lead": "console_js_lead",
+    "lead_urgent_unclaimed": "console_js_lead_urgent_unclaimed",
+    "lead_promise_broken": "console_js_lead_promise_broken",
+    "lead_nobody_on_duty": "console_js_lead_nobody_on_duty",
     "security_alert": "console_js_security_alert",
 }
 

@@ -4,7 +4,7 @@ and (for leads) the security alerts of the last day."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -16,6 +16,7 @@ from bot.mentoring.handoff import mentor_languages
 from bot.security.alerts import ALERT_KINDS, recent_alerts
 from bot.storage.models import Contact, Handoff, InboundMessage, Mentor
 from bot.web.console.common import (
+    Ctx,
     LoginRequired,
     checked_form,
     go,
@@ -25,6 +26,7 @@ from bot.web.console.common import (
     require_mentor,
     services_of,
 )
+from bot.web.console.mentor_tools import QueueFilter, queue_extras
 
 if TYPE_CHECKING:
     from bot.runtime.services import Services
@@ -50,13 +52,16 @@ async def _last_messages(session: AsyncSession, contact_ids: list[int]) -> dict[
     return {row.contact_id: row for row in rows}
 
 
-async def queue_items(svc: Services, mentor: Mentor) -> tuple[list[QueueItem], list[QueueItem]]:
-    """(waiting conversations this mentor may claim, conversations they — or, for a lead, anyone — hold)."""
+async def queue_items(svc: Services, mentor: Mentor, filters: QueueFilter | None = None,
+                      ) -> tuple[list[QueueItem], list[QueueItem]]:
+    """(waiting conversations this mentor may claim, conversations they — or, for a lead, anyone — hold),
+    narrowed by the queue's search and filters (bot/web/console/mentor_tools.py); oldest first within urgency."""
+    filters = filters or QueueFilter()
     async with svc.db.session() as session:
-        waiting_q = select(Handoff, Contact).join(Contact, Contact.id == Handoff.contact_id).where(
-            Handoff.state == "waiting")
-        mine_q = select(Handoff, Contact).join(Contact, Contact.id == Handoff.contact_id).where(
-            Handoff.state == "with_mentor")
+        waiting_q = filters.apply(select(Handoff, Contact).join(Contact, Contact.id == Handoff.contact_id).where(
+            Handoff.state == "waiting"))
+        mine_q = filters.apply(select(Handoff, Contact).join(Contact, Contact.id == Handoff.contact_id).where(
+            Handoff.state == "with_mentor"))
         if mentor.role != "lead":
             waiting_q = waiting_q.where(Handoff.language.in_(sorted(mentor_languages(mentor)) or ["-"]))
             mine_q = mine_q.where(Handoff.mentor_id == mentor.id)
@@ -79,17 +84,22 @@ async def _alerts(svc: Services, mentor: Mentor) -> list[tuple[str, object]]:
     return [(ALERT_KINDS[kind], at) for kind, at in await recent_alerts(svc)]
 
 
+async def _queue_context(request: Request, ctx: Ctx) -> dict[str, Any]:
+    svc = services_of(request)
+    filters = QueueFilter.from_request(request)
+    waiting, mine = await queue_items(svc, ctx.mentor, filters)
+    extras = await queue_extras(svc, [it.handoff.id for it in waiting + mine])
+    return {"me": ctx.mentor, "csrf": ctx.csrf, "waiting": waiting, "mine": mine, "filters": filters,
+            "alerts": await _alerts(svc, ctx.mentor), **extras}
+
+
 async def queue_page(request: Request) -> Response:
     try:
         ctx = await require_mentor(request)
     except LoginRequired:
         return login_redirect()
-    svc = services_of(request)
-    waiting, mine = await queue_items(svc, ctx.mentor)
     return render(request, "queue.html", {
-        "me": ctx.mentor, "csrf": ctx.csrf, "waiting": waiting, "mine": mine,
-        "alerts": await _alerts(svc, ctx.mentor),
-        "notice": notice_text(request.query_params.get("notice"), ctx.lang),
+        **await _queue_context(request, ctx), "notice": notice_text(request.query_params.get("notice"), ctx.lang),
     })
 
 
@@ -98,10 +108,7 @@ async def queue_fragment(request: Request) -> Response:
         ctx = await require_mentor(request)
     except LoginRequired:
         return Response(status_code=401)
-    svc = services_of(request)
-    waiting, mine = await queue_items(svc, ctx.mentor)
-    return render(request, "_queue.html", {"me": ctx.mentor, "csrf": ctx.csrf, "waiting": waiting, "mine": mine,
-                                           "alerts": await _alerts(svc, ctx.mentor)})
+    return render(request, "_queue.html", await _queue_context(request, ctx))
 
 
 async def toggle_duty(request: Request) -> Response:

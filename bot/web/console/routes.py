@@ -41,6 +41,7 @@ CONSOLE_ROUTE_MODULES: tuple[str, ...] = (
     "bot.web.console.actions",
     "bot.web.console.files",
     "bot.web.console.live",
+    "bot.web.console.mentor_tools",
     # pages for programme staff: analytics, the review inbox, broadcasts
     "bot.web.console.analytics",
     "bot.web.console.review",

@@ -45,6 +45,8 @@
   source.addEventListener("hello", function () { document.body.setAttribute("data-live", "1"); });
   source.addEventListener("console", function (e) {
     var ev; try { ev = JSON.parse(e.data); } catch (err) { return; }
+    // notify.js turns some of these into browser notifications and a sound
+    document.dispatchEvent(new CustomEvent("sanad:event", {detail: ev}));
     if (ev.type === "security_alert") toast(tr("security_alert"));
     if (queue) {
       refresh(queue);
